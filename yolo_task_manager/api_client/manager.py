@@ -1,0 +1,250 @@
+"""``YoloTaskManager``: the producer API. It validates, records and enqueues; workers train."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from yolo_task_manager.api_client.subscriber import CALLBACK_NAMES, Subscriber
+from yolo_task_manager.api_client.validation import (
+    check_task_fits,
+    parse_duration,
+    resolve_base_model,
+    validate_epochs,
+    validate_hyp,
+)
+from yolo_task_manager.broker.embedded import EmbeddedRedis
+from yolo_task_manager.broker.routing import normalize_device
+from yolo_task_manager.datasets import inspect_dataset
+from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, WaitTimeout
+from yolo_task_manager.ids import validate_id
+from yolo_task_manager.runtime import Runtime
+from yolo_task_manager.settings import Settings
+from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
+from yolo_task_manager.values import EventType, ModelMeta, Run, RunStatus
+from yolo_task_manager.workers.local import LocalWorker
+
+__all__ = ["YoloTaskManager"]
+
+Callbacks = Mapping[str, Callable[..., Any]]
+
+
+class YoloTaskManager:
+    """Train YOLO models for many users on Celery workers, one per device.
+
+    With no ``redis_url`` it is self-contained: it starts an embedded Redis and a worker for
+    ``default_device`` and stops them on ``close()``. With ``redis_url`` it only enqueues, and
+    workers started with ``ytm worker --device ...`` anywhere do the work.
+
+    Args:
+        storage_backend: where models and runs live; ``LocalFileSystemStorage`` on ``storage_root``
+            by default. Workers must reach the same storage (a shared volume).
+        default_device: "cpu", "cuda:N", "cuda" (any GPU) or "auto"; the device of the embedded worker.
+    """
+
+    def __init__(
+        self,
+        storage_backend: IStorage | None = None,
+        default_device: str = "auto",
+        *,
+        redis_url: str | None = None,
+        database_url: str | None = None,
+        global_limit: int | None = None,
+        per_user_limit: int | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        root = storage_backend.root if isinstance(storage_backend, LocalFileSystemStorage) else None
+        settings = settings or Settings.from_env()
+        self.settings = settings.replace(
+            **{k: v for k, v in dict(storage_root=root, redis_url=redis_url, database_url=database_url,
+                                     global_limit=global_limit, per_user_limit=per_user_limit).items()
+               if v is not None}
+        )  # fmt: skip
+        self.default_device = normalize_device(default_device)
+        self._redis_server: EmbeddedRedis | None = None
+        self._worker: LocalWorker | None = None
+        try:
+            if not self.settings.redis_url:
+                self._start_embedded(storage_backend)
+            self._rt = Runtime(self.settings, storage_backend)
+            self._rt.redis.ping()
+        except redis.exceptions.ConnectionError as exc:
+            self.close()
+            raise BrokerUnavailable(f"cannot reach Redis at {self.settings.redis_url}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+        self._subscriber = Subscriber(self._rt.redis, self._rt.keys)
+        self._subscriber.start()
+
+    def _start_embedded(self, storage_backend: IStorage | None) -> None:
+        if storage_backend is not None and not isinstance(storage_backend, LocalFileSystemStorage):
+            if not self.settings.storage_factory:
+                raise InvalidInput(
+                    "the embedded worker cannot share a custom storage object: set settings.storage_factory "
+                    "('module:callable') so workers can build the same backend"
+                )
+        self._redis_server = EmbeddedRedis(self.settings.state_dir / "redis").start()
+        self.settings = self.settings.replace(redis_url=self._redis_server.url)
+        device = "cpu" if self.default_device in ("auto", "cpu") else self.default_device
+        if device == "cuda":
+            device = "cuda:0"
+        self._worker = LocalWorker(self.settings, device).start()
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def train(
+        self,
+        user_id: str,
+        base_model: str,
+        dataset_dir: str,
+        epochs: int,
+        run_name: str | None = None,
+        callbacks: Callbacks | None = None,
+        *,
+        device: str | None = None,
+        max_duration: str | float | None = None,
+        **hyp: Any,
+    ) -> str:
+        """Queue a training run and return its ``run_id`` at once.
+
+        Args:
+            base_model: a ``.pt`` file name in ``{storage_root}/pretrained/``, an absolute path, or a
+                model yaml such as ``yolov8n.yaml`` (trains from scratch).
+            dataset_dir: a folder with ``data.yaml`` (YOLO format) or ``train/``/``val/`` class folders.
+            callbacks: ``on_metrics(run_id, epoch, metrics)``, ``on_status(run_id, status, reason)``,
+                ``on_event(event)``; called in this process, in order, once per event.
+            device: overrides ``default_device`` for this run.
+            max_duration: seconds or "30m"/"2h"; past it the run ends ``timed_out``, resumable.
+            **hyp: ultralytics training arguments (imgsz, batch, lr0, patience, ...).
+
+        Raises:
+            InvalidInput, WeightsUnavailable: nothing was queued.
+        """
+        user_id = validate_id(user_id, "user_id")
+        run_name = validate_id(run_name or f"run-{uuid.uuid4().hex[:8]}", "run_name")
+        epochs = validate_epochs(epochs)
+        callbacks = _validate_callbacks(callbacks)
+        hyp = validate_hyp(hyp)
+        device_request = normalize_device(device) if device is not None else self.default_device
+        seconds = parse_duration(max_duration)
+        model_ref, model_task = resolve_base_model(base_model, self.settings.pretrained_dir)
+        dataset = inspect_dataset(dataset_dir)
+        check_task_fits(model_task, dataset.task, base_model)
+        run = self._rt.registry.create_run(
+            user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=str(dataset.root),
+            task=model_task, epochs=epochs, device=device_request, hyp=hyp, max_duration=seconds,
+        )  # fmt: skip
+        self._rt.bus.publish(run.run_id, user_id, type=EventType.STATUS, status=RunStatus.QUEUED, epochs=epochs)
+        if callbacks:
+            self._subscriber.follow(run.run_id, callbacks)
+        self._rt.dispatcher.tick()
+        return run.run_id
+
+    def stop(self, user_id: str, run_id: str) -> bool:
+        """Ask a run to stop; True if it was queued or running. A running one keeps a resumable last.pt."""
+        run = self.get_run(user_id, run_id)
+        if run.is_terminal:
+            return False
+        self._rt.redis.set(self._rt.keys.stop_flag(run_id), 1)
+        if run.status is RunStatus.QUEUED:
+            try:
+                self._rt.transition(run_id, RunStatus.STOPPED, reason="stopped by user before it started")
+            except InvalidTransition:
+                pass  # it started meanwhile: its worker sees the flag
+        return True
+
+    def resume(self, user_id: str, run_id: str) -> None:
+        """Queue a stopped, failed, interrupted or timed-out run again; it continues from last.pt.
+
+        Raises:
+            InvalidTransition: the run is queued, running or completed.
+        """
+        run = self.get_run(user_id, run_id)
+        self._rt.redis.delete(self._rt.keys.stop_flag(run_id))
+        try:
+            self._rt.transition(run_id, RunStatus.QUEUED, reason="resumed by user")
+        except InvalidTransition:
+            raise InvalidTransition(
+                f"run {run_id} is {run.status.value}: only stopped, failed, interrupted or timed-out runs resume"
+            ) from None
+        self._subscriber.follow(run_id)
+        self._rt.dispatcher.tick()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def get_run(self, user_id: str, run_id: str) -> Run:
+        """The run; ``NotFound`` for a missing run and for another user's run alike."""
+        user_id = validate_id(user_id, "user_id")
+        run_id = validate_id(run_id, "run_id")
+        return self._rt.registry.get_run(run_id, user_id)
+
+    def list_runs(self, user_id: str, status: RunStatus | None = None) -> list[Run]:
+        statuses = [status] if status is not None else None
+        return self._rt.registry.list_runs(validate_id(user_id, "user_id"), statuses)
+
+    def get_metrics(self, user_id: str, run_id: str) -> list[tuple[int, dict[str, float]]]:
+        """(epoch, metrics) for each finished epoch, from the registry."""
+        self.get_run(user_id, run_id)
+        return self._rt.registry.get_metrics(run_id)
+
+    def wait(self, user_id: str, run_id: str, timeout: float | None = None, poll: float = 0.5) -> Run:
+        """Block until the run is completed, failed, stopped or timed out; return it.
+
+        Raises:
+            WaitTimeout: ``timeout`` seconds passed first (the run goes on).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.get_run(user_id, run_id)
+            if run.is_terminal:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"run {run_id} is still {run.status.value} after {timeout:g}s")
+            time.sleep(poll)
+
+    def list_models(self, user_id: str) -> list[ModelMeta]:
+        return self._rt.storage.list_models(validate_id(user_id, "user_id"))
+
+    def delete_model(self, user_id: str, model_name: str) -> bool:
+        return self._rt.storage.delete_model(validate_id(user_id, "user_id"), validate_id(model_name, "model_name"))
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the subscriber, and in embedded mode the worker (requeueing its run) and Redis."""
+        if subscriber := getattr(self, "_subscriber", None):
+            subscriber.close()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if rt := getattr(self, "_rt", None):
+            rt.close()
+        if self._redis_server is not None:
+            self._redis_server.stop()
+            self._redis_server = None
+
+    def __enter__(self) -> YoloTaskManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _validate_callbacks(callbacks: Callbacks | None) -> dict[str, Callable[..., Any]]:
+    if callbacks is None:
+        return {}
+    if not isinstance(callbacks, Mapping):
+        raise InvalidInput(f"callbacks must be a dict like {{'on_metrics': fn}}, got {type(callbacks).__name__}")
+    unknown = set(callbacks) - CALLBACK_NAMES
+    if unknown:
+        raise InvalidInput(f"unknown callbacks {sorted(unknown)}: use {sorted(CALLBACK_NAMES)}")
+    for name, fn in callbacks.items():
+        if not callable(fn):
+            raise InvalidInput(f"callback {name!r} is not callable")
+    return dict(callbacks)
+

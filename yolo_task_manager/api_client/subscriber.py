@@ -1,0 +1,89 @@
+"""Delivers a run's events to the caller's callbacks, in order and once, from the Redis stream."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.values import TERMINAL, Event, EventType
+
+__all__ = ["CALLBACK_NAMES", "Subscriber"]
+
+log = logging.getLogger(__name__)
+
+CALLBACK_NAMES = frozenset({"on_metrics", "on_status", "on_event"})
+"""on_metrics(run_id, epoch, metrics); on_status(run_id, status, reason); on_event(event)."""
+
+
+class Subscriber(threading.Thread):
+    """One thread per manager reading the streams of the runs that have callbacks.
+
+    Reading the stream (not pub/sub) from the last id seen means a Redis restart or a slow callback
+    loses nothing and repeats nothing.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        super().__init__(name="ytm-subscriber", daemon=True)
+        self.client = client
+        self.keys = keys
+        self._lock = threading.Lock()
+        self._followed: dict[str, Mapping[str, Callable[..., Any]]] = {}
+        self._callbacks: dict[str, Mapping[str, Callable[..., Any]]] = {}
+        self._last_id: dict[str, bytes | str] = {}
+        self._stopped = threading.Event()
+        self._wake = threading.Event()
+
+    def follow(self, run_id: str, callbacks: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        """Deliver the run's events from where this subscriber left off (or the start) to ``callbacks``."""
+        with self._lock:
+            callbacks = callbacks or self._callbacks.get(run_id)
+            if not callbacks:
+                return
+            self._callbacks[run_id] = callbacks
+            self._followed[run_id] = callbacks
+            self._last_id.setdefault(run_id, "0-0")
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            with self._lock:
+                streams = {self.keys.run_stream(r): self._last_id[r] for r in self._followed}
+            if not streams:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                replies = self.client.xread(streams, count=100, block=500)
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.5)  # Redis restarting: resume from the last id seen
+                continue
+            for stream, entries in replies or []:
+                run_id = stream.decode().split(":")[-2]
+                for entry_id, fields in entries:
+                    self._deliver(run_id, Event.from_json(fields[b"event"]))
+                    self._last_id[run_id] = entry_id
+
+    def _deliver(self, run_id: str, event: Event) -> None:
+        callbacks = self._followed.get(run_id, {})
+        try:
+            if event.type is EventType.METRICS and "on_metrics" in callbacks:
+                callbacks["on_metrics"](run_id, event.epoch, event.metrics)
+            elif event.type is EventType.STATUS and "on_status" in callbacks:
+                callbacks["on_status"](run_id, event.status, event.reason)
+            if "on_event" in callbacks:
+                callbacks["on_event"](event)
+        except Exception:  # noqa: BLE001 - a failing callback must not stop the others
+            log.exception("callback for run %s raised on event %s", run_id, event.seq)
+        if event.type is EventType.STATUS and event.status in TERMINAL:
+            with self._lock:
+                self._followed.pop(run_id, None)

@@ -1,0 +1,39 @@
+"""The Celery app factory: Redis broker, one queue per device, late acks, readable task names."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from yolo_task_manager.settings import Settings
+
+__all__ = ["TRAIN_TASK", "create_app"]
+
+TRAIN_TASK = "ytm.train"
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app on ``settings.redis_url`` with the package's tasks registered."""
+    app = Celery("yolo_task_manager", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        # A message is acknowledged only once its run reached a final state, so a dead worker's
+        # run is never lost; the run's lease (not Celery) prevents it from training twice.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        # Recovery is the lease's job; a long visibility timeout keeps a healthy, long training
+        # from being redelivered to a second worker.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        task_default_queue=f"{settings.key_prefix}.default",
+    )
+    from yolo_task_manager.tasks import register_tasks
+
+    register_tasks(app)
+    return app

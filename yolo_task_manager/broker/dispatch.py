@@ -1,0 +1,167 @@
+"""Admission and dispatch: limits, round robin across users, one run per device, and recovery.
+
+Runs wait in the registry, not in Celery queues, so that the order is fair; a run is sent to a
+device's queue only when that device is free, so a Celery queue never holds more than one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+
+import redis
+
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.routing import device_matches
+from yolo_task_manager.errors import InvalidTransition
+from yolo_task_manager.registry import Registry
+from yolo_task_manager.settings import Settings
+from yolo_task_manager.values import Run, RunStatus
+
+__all__ = ["Dispatcher", "plan_dispatch"]
+
+log = logging.getLogger(__name__)
+
+
+def plan_dispatch(
+    *,
+    pending: Sequence[Run],
+    active: Sequence[Run],
+    free_queues: Sequence[str],
+    last_turn: Mapping[str, int],
+    global_limit: int | None,
+    per_user_limit: int | None,
+) -> list[tuple[Run, str]]:
+    """Pair waiting runs with free queues.
+
+    Args:
+        pending: waiting runs, oldest first.
+        active: runs dispatched or running; they count against the limits.
+        free_queues: queues with a live, idle worker.
+        last_turn: for each user, the turn of their last dispatch; the user served longest ago goes first.
+    """
+    per_user = Counter(r.user_id for r in active)
+    total = len(active)
+    waiting: dict[str, list[Run]] = defaultdict(list)
+    for run in pending:
+        waiting[run.user_id].append(run)
+    # GPUs before CPUs, so that a run that may use either gets the faster device.
+    free = sorted(free_queues, key=lambda q: (not q.startswith("gpu."), q))
+    turns = dict(last_turn)
+    turn = max(turns.values(), default=0)
+    plan: list[tuple[Run, str]] = []
+    while free and (global_limit is None or total < global_limit):
+        users = [u for u, runs in waiting.items() if runs and (per_user_limit is None or per_user[u] < per_user_limit)]
+        users.sort(key=lambda u: (turns.get(u, 0), waiting[u][0].created_at))
+        choice = next(
+            ((run, q) for u in users for run in waiting[u] for q in free if device_matches(run.device, q)), None
+        )
+        if choice is None:
+            break
+        run, queue = choice
+        plan.append(choice)
+        free.remove(queue)
+        waiting[run.user_id].remove(run)
+        per_user[run.user_id] += 1
+        total += 1
+        turn += 1
+        turns[run.user_id] = turn
+    return plan
+
+
+class Dispatcher:
+    """Applies ``plan_dispatch`` under a Redis lock, and requeues runs whose worker vanished."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        registry: Registry,
+        send: Callable[[Run, str, int], None],
+        transition: Callable[..., Run],
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.keys = Keys(settings.key_prefix)
+        self.registry = registry
+        self._send = send
+        self._transition = transition
+
+    def live_queues(self) -> list[str]:
+        prefix = self.keys.worker("")
+        return sorted(k.decode()[len(prefix) :] for k in self.client.scan_iter(match=self.keys.worker_pattern))
+
+    def tick(self) -> list[tuple[Run, str]]:
+        """Recover lost runs, then dispatch; a no-op when another process holds the lock."""
+        lock = self.client.lock(self.keys.dispatch_lock, timeout=30, blocking_timeout=5)
+        if not lock.acquire():
+            return []
+        try:
+            live = self.live_queues()
+            self._recover(live)
+            return self._dispatch(live)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("dispatch lock expired while dispatching")
+
+    def _recover(self, live: list[str]) -> None:
+        now = datetime.now(timezone.utc)
+        for run in self.registry.list_runs(statuses=[RunStatus.RUNNING, RunStatus.QUEUED]):
+            try:
+                if run.status is RunStatus.RUNNING:
+                    self._recover_running(run, now)
+                elif run.queue is not None:
+                    self._recover_dispatched(run, live, now)
+            except InvalidTransition:
+                pass  # it moved on while we looked: nothing to recover
+
+    def _recover_running(self, run: Run, now: datetime) -> None:
+        started = run.started_at or now
+        if self.client.exists(self.keys.lease(run.run_id)) or (now - started).total_seconds() < self.settings.lease_ttl:
+            return
+        reason = f"worker lost: no heartbeat from queue {run.queue} for {self.settings.lease_ttl:g}s"
+        log.warning("run %s: %s; requeueing", run.run_id, reason)
+        self._transition(run.run_id, RunStatus.INTERRUPTED, reason=reason, attempt=run.attempt)
+        self._transition(run.run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
+
+    def _recover_dispatched(self, run: Run, live: list[str], now: datetime) -> None:
+        waited = (now - (run.dispatched_at or now)).total_seconds()
+        if run.queue not in live:
+            reason = f"worker for queue {run.queue} is gone"
+        elif waited > self.settings.dispatch_timeout:
+            reason = f"not started {waited:.0f}s after dispatch to {run.queue}; the message is presumed lost"
+        else:
+            return
+        if self.registry.undispatch(run.run_id, run.attempt, reason):
+            log.warning("run %s: %s; dispatching again", run.run_id, reason)
+
+    def _dispatch(self, live: list[str]) -> list[tuple[Run, str]]:
+        queued_or_running = self.registry.list_runs(statuses=[RunStatus.QUEUED, RunStatus.RUNNING])
+        active = [r for r in queued_or_running if r.status is RunStatus.RUNNING or r.queue is not None]
+        pending = [r for r in queued_or_running if r.status is RunStatus.QUEUED and r.queue is None]
+        if not pending:
+            return []
+        busy = {r.queue for r in active}
+        turns = {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.fairness).items()}
+        plan = plan_dispatch(
+            pending=pending,
+            active=active,
+            free_queues=[q for q in live if q not in busy],
+            last_turn=turns,
+            global_limit=self.settings.global_limit,
+            per_user_limit=self.settings.per_user_limit,
+        )
+        sent = []
+        for run, queue in plan:
+            attempt = self.registry.mark_dispatched(run.run_id, queue)
+            if attempt is None:
+                continue  # stopped or claimed meanwhile
+            self.client.hset(self.keys.fairness, run.user_id, int(time.time() * 1000))
+            self._send(run, queue, attempt)
+            sent.append((run, queue))
+        return sent

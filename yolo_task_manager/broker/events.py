@@ -1,0 +1,58 @@
+"""Publishing run events: one Lua script numbers, stores and broadcasts each, atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.values import Event, EventType
+
+__all__ = ["EventBus"]
+
+# seq, stream and channels are updated in one step so that the stream order is the seq order
+# and a subscriber never sees seq n+1 before n.
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'seq', seq, 'event', event)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'seq', seq, 'event', event)
+redis.call('PUBLISH', KEYS[4], event)
+redis.call('PUBLISH', KEYS[5], event)
+return event
+"""
+
+
+class EventBus:
+    """Publishes events of the one schema in DESIGN.md on a run's channel and stream."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, run_maxlen: int = 100_000, user_maxlen: int = 100_000):
+        self.client = client
+        self.keys = keys
+        self._script = client.register_script(_PUBLISH)
+        self._maxlen = (run_maxlen, user_maxlen)
+
+    def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> Event:
+        body = {"run_id": run_id, "user_id": user_id, "type": type.value, "ts": time.time(), **fields}
+        if "status" in body and body["status"] is not None:
+            body["status"] = getattr(body["status"], "value", body["status"])
+        k = self.keys
+        raw = self._script(
+            keys=[
+                k.run_seq(run_id),
+                k.run_stream(run_id),
+                k.user_stream(user_id),
+                k.run_channel(run_id),
+                k.user_channel(user_id),
+            ],
+            args=[json.dumps(body, separators=(",", ":")), *self._maxlen],
+        )
+        return Event.from_json(raw)
+
+    def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        """Events of one run from the stream, oldest first, with ``seq > after_seq``."""
+        events = (Event.from_json(fields[b"event"]) for _, fields in self.client.xrange(self.keys.run_stream(run_id)))
+        return [e for e in events if e.seq > after_seq]

@@ -1,0 +1,222 @@
+"""The one writer of run state: guarded SQL transitions, each with an event row."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, NotFound
+from yolo_task_manager.registry.tables import metadata, metrics, run_events, runs
+from yolo_task_manager.values import Run, RunStatus
+
+__all__ = ["ALLOWED", "Registry"]
+
+S = RunStatus
+ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
+    S.RUNNING: frozenset({S.QUEUED}),
+    S.COMPLETED: frozenset({S.RUNNING}),
+    S.FAILED: frozenset({S.QUEUED, S.RUNNING}),
+    S.STOPPED: frozenset({S.QUEUED, S.RUNNING}),
+    S.TIMED_OUT: frozenset({S.RUNNING}),
+    S.INTERRUPTED: frozenset({S.RUNNING}),
+    S.QUEUED: frozenset({S.INTERRUPTED, S.STOPPED, S.FAILED, S.TIMED_OUT}),
+}
+"""For each target state, the states a run may reach it from."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Registry:
+    """Runs, transitions and metrics in SQLite (default) or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            # NullPool: one connection per use, so forked and threaded callers never share one.
+            self.engine: Engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        try:
+            metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise BrokerUnavailable(f"cannot open the registry database {url!r}: {exc.orig}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def create_run(self, **fields: Any) -> Run:
+        """Insert a new queued run; raise ``InvalidInput`` when the user already has ``run_name``."""
+        values = {**fields, "run_id": uuid.uuid4().hex, "status": S.QUEUED.value, "attempt": 0, "created_at": _now()}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(runs).values(**values))
+                conn.execute(insert(run_events).values(run_id=values["run_id"], to_status=S.QUEUED.value, at=_now()))
+        except IntegrityError:
+            raise InvalidInput(
+                f"user {fields['user_id']!r} already has a run named {fields['run_name']!r}: "
+                "choose another run_name, or resume() the existing run"
+            ) from None
+        return self.get_run(values["run_id"])
+
+    def get_run(self, run_id: str, user_id: str | None = None) -> Run:
+        """The run; ``NotFound`` when it is missing or, given ``user_id``, belongs to someone else."""
+        query = select(runs).where(runs.c.run_id == run_id)
+        if user_id is not None:
+            query = query.where(runs.c.user_id == user_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"no run {run_id!r} for this user: see list_runs()")
+        return _to_run(row)
+
+    def list_runs(self, user_id: str | None = None, statuses: Iterable[RunStatus] | None = None) -> list[Run]:
+        query = select(runs).order_by(runs.c.created_at, runs.c.run_id)
+        if user_id is not None:
+            query = query.where(runs.c.user_id == user_id)
+        if statuses is not None:
+            query = query.where(runs.c.status.in_([s.value for s in statuses]))
+        with self.engine.connect() as conn:
+            return [_to_run(row) for row in conn.execute(query)]
+
+    def transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        reason: str | None = None,
+        attempt: int | None = None,
+        **values: Any,
+    ) -> Run:
+        """Move the run to ``to`` if ``ALLOWED`` says it may (and, given ``attempt``, only that attempt).
+
+        Raises:
+            InvalidTransition: the run is in another state, or another attempt owns it.
+        """
+        allowed = ALLOWED[to]
+        changes: dict[str, Any] = {"status": to.value, "reason": reason, **values}
+        if to is S.RUNNING:
+            changes.setdefault("started_at", _now())
+        elif to is S.QUEUED:
+            changes.update(queue=None, dispatched_at=None, finished_at=None)
+        elif to in (S.COMPLETED, S.FAILED, S.STOPPED, S.TIMED_OUT):
+            changes["finished_at"] = _now()
+        query = update(runs).where(runs.c.run_id == run_id, runs.c.status.in_([s.value for s in allowed]))
+        if attempt is not None:
+            query = query.where(runs.c.attempt == attempt)
+        with self.engine.begin() as conn:
+            before = conn.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
+            if before is None:
+                raise NotFound(f"no run {run_id!r}")
+            if conn.execute(query.values(**changes)).rowcount != 1:
+                raise InvalidTransition(
+                    f"run {run_id} is {before}: it cannot become {to.value}"
+                    + (f" (attempt {attempt} no longer owns it)" if attempt is not None else "")
+                )
+            conn.execute(
+                insert(run_events).values(run_id=run_id, from_status=before, to_status=to.value, reason=reason, at=_now())
+            )
+        return self.get_run(run_id)
+
+    def mark_dispatched(self, run_id: str, queue: str) -> int | None:
+        """Claim a waiting run for ``queue``; return the new attempt number, or None if it was taken."""
+        with self.engine.begin() as conn:
+            attempt = conn.execute(
+                select(runs.c.attempt).where(
+                    runs.c.run_id == run_id, runs.c.status == S.QUEUED.value, runs.c.queue.is_(None)
+                )
+            ).scalar()
+            if attempt is None:
+                return None
+            done = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.attempt == attempt, runs.c.queue.is_(None))
+                .values(queue=queue, attempt=attempt + 1, dispatched_at=_now())
+            ).rowcount
+        return attempt + 1 if done == 1 else None
+
+    def undispatch(self, run_id: str, attempt: int, reason: str) -> bool:
+        """Put a dispatched run that never started back in the waiting line (its message is presumed lost)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.status == S.QUEUED.value, runs.c.attempt == attempt)
+                .values(queue=None, dispatched_at=None)
+            ).rowcount
+            if done:
+                conn.execute(
+                    insert(run_events).values(
+                        run_id=run_id, from_status=S.QUEUED.value, to_status=S.QUEUED.value, reason=reason, at=_now()
+                    )
+                )
+        return done == 1
+
+    def record_metrics(self, run_id: str, epoch: int, values: dict[str, float]) -> bool:
+        """Store one epoch's metrics; False when that epoch was already recorded."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(metrics).values(run_id=run_id, epoch=epoch, values=values, at=_now()))
+                conn.execute(update(runs).where(runs.c.run_id == run_id).values(last_epoch=epoch))
+        except IntegrityError:
+            return False
+        return True
+
+    def get_metrics(self, run_id: str) -> list[tuple[int, dict[str, float]]]:
+        query = select(metrics.c.epoch, metrics.c["values"]).where(metrics.c.run_id == run_id).order_by(metrics.c.epoch)
+        with self.engine.connect() as conn:
+            return [(row.epoch, row.values) for row in conn.execute(query)]
+
+    def get_transitions(self, run_id: str) -> list[tuple[str | None, str, str | None, datetime]]:
+        """(from, to, reason, at) for each transition of the run, oldest first."""
+        query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
+        with self.engine.connect() as conn:
+            return [(r.from_status, r.to_status, r.reason, _utc(r.at)) for r in conn.execute(query)]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every one we stored was UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _to_run(row: Row[Any]) -> Run:
+    m = row._mapping
+    return Run(
+        run_id=m["run_id"],
+        user_id=m["user_id"],
+        run_name=m["run_name"],
+        status=RunStatus(m["status"]),
+        base_model=m["base_model"],
+        dataset_dir=m["dataset_dir"],
+        task=m["task"],
+        epochs=m["epochs"],
+        device=m["device"],
+        hyp=dict(m["hyp"] or {}),
+        attempt=m["attempt"],
+        queue=m["queue"],
+        created_at=_utc(m["created_at"]),  # type: ignore[arg-type]
+        dispatched_at=_utc(m["dispatched_at"]),
+        started_at=_utc(m["started_at"]),
+        finished_at=_utc(m["finished_at"]),
+        reason=m["reason"],
+        last_epoch=m["last_epoch"],
+        model_name=m["model_name"],
+        max_duration=m["max_duration"],
+    )

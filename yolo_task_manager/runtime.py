@@ -1,0 +1,61 @@
+"""What the producer and the workers share: Redis, the registry, storage, events, dispatch."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+
+from yolo_task_manager.broker.app import TRAIN_TASK, create_app
+from yolo_task_manager.broker.dispatch import Dispatcher
+from yolo_task_manager.broker.events import EventBus
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.registry import Registry
+from yolo_task_manager.settings import Settings
+from yolo_task_manager.storage import IStorage, storage_from_settings
+from yolo_task_manager.values import EventType, Run, RunStatus
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    """Connections and services built from one ``Settings``."""
+
+    def __init__(self, settings: Settings, storage: IStorage | None = None) -> None:
+        if not settings.redis_url:
+            raise ValueError("Runtime needs settings.redis_url")
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_keepalive=True, health_check_interval=30)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(settings.sql_url)
+        self.storage = storage or storage_from_settings(settings)
+        self.bus = EventBus(self.redis, self.keys)
+        self.app = create_app(settings)
+        self.app.ytm_runtime = self  # type: ignore[attr-defined]
+        self.dispatcher = Dispatcher(settings, self.redis, self.registry, self.send_run, self.transition)
+        self.shutting_down = threading.Event()
+
+    def transition(self, run_id: str, to: RunStatus, **kwargs: Any) -> Run:
+        """Apply a guarded transition and publish it as a status event."""
+        run = self.registry.transition(run_id, to, **kwargs)
+        self.bus.publish(
+            run.run_id, run.user_id, EventType.STATUS, status=to, reason=run.reason, epoch=run.last_epoch,
+            epochs=run.epochs,
+        )  # fmt: skip
+        return run
+
+    def send_run(self, run: Run, queue: str, attempt: int) -> None:
+        """Enqueue one attempt of a run on a device queue; the readable kwargs are for Flower."""
+        self.app.send_task(
+            TRAIN_TASK,
+            args=[run.run_id, attempt],
+            kwargs={"user_id": run.user_id, "run_name": run.run_name, "base_model": run.base_model,
+                    "epochs": run.epochs},
+            queue=queue,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.redis.close()
+        self.registry.close()

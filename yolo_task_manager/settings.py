@@ -1,0 +1,99 @@
+"""One frozen ``Settings``; ``Settings.from_env()`` is the only reader of ``YTM_*`` variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yolo_task_manager.errors import InvalidInput
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Configuration shared by the producer API, the workers and the CLI.
+
+    ``redis_url=None`` means "embedded": the manager starts a Redis server and a local worker.
+    ``database_url=None`` means a SQLite file under ``storage_root``.
+    """
+
+    storage_root: Path = Path("./ytm-data")
+    redis_url: str | None = None
+    database_url: str | None = None
+    key_prefix: str = "ytm"
+    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "node")
+    global_limit: int | None = None
+    per_user_limit: int | None = None
+    lease_ttl: float = 30.0
+    heartbeat_interval: float = 2.0
+    tick_interval: float = 2.0
+    stop_grace: float = 30.0
+    dispatch_timeout: float = 300.0
+    visibility_timeout: float = 7 * 24 * 3600.0
+    storage_factory: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
+        for name in ("global_limit", "per_user_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidInput(f"{name} must be a positive integer or None, got {value!r}")
+        if self.heartbeat_interval * 2 > self.lease_ttl:
+            raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the embedded Redis, the SQLite registry and worker scratch space live."""
+        return self.storage_root / ".ytm"
+
+    @property
+    def pretrained_dir(self) -> Path:
+        """Where ``base_model="yolov8n.pt"`` is looked up."""
+        return self.storage_root / "pretrained"
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'registry.db'}"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``YTM_*`` variables that make ``from_env()`` rebuild these settings in a child process."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[f"YTM_{f.name.upper()}"] = str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``YTM_<FIELD>`` variables; keyword arguments win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"YTM_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    try:
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+    except ValueError:
+        raise InvalidInput(f"YTM_{name.upper()}={raw!r} is not a number") from None
+    if "Path" in type_name:
+        return Path(raw)
+    return raw

@@ -1,0 +1,104 @@
+"""The train task: idempotent and resumable; each message carries the attempt it is for."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from yolo_task_manager.datasets import inspect_dataset, write_training_data
+from yolo_task_manager.errors import InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
+from yolo_task_manager.values import Run, RunStatus
+from yolo_task_manager.workers.supervisor import Outcome, TrainingSupervisor
+
+__all__ = ["execute_run"]
+
+log = logging.getLogger(__name__)
+
+
+def execute_run(rt: Any, run_id: str, attempt: int) -> str:
+    """Run ``attempt`` of ``run_id`` unless it is stale, finished, or trained elsewhere; say what happened."""
+    try:
+        run = rt.registry.get_run(run_id)
+    except NotFound:
+        return f"skipped: unknown run {run_id}"
+    if run.status is not RunStatus.QUEUED or run.attempt != attempt:
+        return f"skipped: run is {run.status.value} at attempt {run.attempt}, message is for attempt {attempt}"
+    lease = rt.redis.lock(rt.keys.lease(run_id), timeout=rt.settings.lease_ttl, thread_local=False)
+    if not lease.acquire(blocking=False, token=uuid.uuid4().hex):
+        return "skipped: another worker holds the run's lease"
+    try:
+        try:
+            run = rt.transition(run_id, RunStatus.RUNNING, attempt=attempt)
+        except InvalidTransition as exc:
+            return f"skipped: {exc}"
+        outcome = _train(rt, run, lease)
+        _finish(rt, run, outcome)
+        return outcome.status.value
+    finally:
+        try:
+            lease.release()
+        except redis.exceptions.LockError:
+            pass
+        if not rt.shutting_down.is_set():
+            rt.dispatcher.tick()
+
+
+def _train(rt: Any, run: Run, lease: Any) -> Outcome:
+    run_dir = rt.storage.run_dir(run.user_id, run.run_id)
+    try:
+        dataset = inspect_dataset(run.dataset_dir)
+        data = write_training_data(dataset, run_dir)
+    except InvalidInput as exc:
+        return Outcome(status=RunStatus.FAILED, reason=f"dataset check failed on the worker: {exc}")
+    spec = {
+        "run_id": run.run_id,
+        "queue": rt.worker_queue,
+        "model": run.base_model,
+        "task": run.task,
+        "data": data,
+        "epochs": run.epochs,
+        "hyp": run.hyp,
+        "device": "cpu" if rt.worker_queue.startswith("cpu.") else "0",
+        "save_dir": str(run_dir / "train"),
+    }
+    return TrainingSupervisor(rt, run, lease, spec, run_dir).supervise()
+
+
+def _finish(rt: Any, run: Run, outcome: Outcome) -> None:
+    """Apply the outcome as the run's transition; a completed run first publishes its model."""
+    try:
+        if outcome.status is RunStatus.COMPLETED:
+            _publish_model(rt, run, outcome.result)
+            rt.transition(run.run_id, RunStatus.COMPLETED, attempt=run.attempt, model_name=run.run_name)
+        elif outcome.status is RunStatus.INTERRUPTED:
+            if outcome.reason and outcome.reason.startswith("lease lost"):
+                return  # another attempt owns the run now: leave its state alone
+            rt.transition(run.run_id, RunStatus.INTERRUPTED, attempt=run.attempt, reason=outcome.reason)
+            rt.transition(run.run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
+        else:
+            rt.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason)
+    except InvalidTransition as exc:
+        log.warning("run %s: outcome %s not applied: %s", run.run_id, outcome.status.value, exc)
+    except YoloTaskManagerError as exc:
+        rt.transition(run.run_id, RunStatus.FAILED, attempt=run.attempt, reason=f"publishing the model failed: {exc}")
+
+
+def _publish_model(rt: Any, run: Run, result: dict[str, Any]) -> None:
+    meta = {
+        "task": result.get("task", run.task),
+        "base_model": run.base_model,
+        "run_id": run.run_id,
+        "imgsz": result.get("imgsz"),
+        "metrics": result.get("metrics", {}),
+    }
+    try:
+        rt.storage.save_model(run.user_id, Path(result["best"]), run.run_name, list(result["names"]), meta=meta)
+    except InvalidInput:
+        # A previous attempt published it and died before recording the transition.
+        existing = rt.storage.get_model(run.user_id, run.run_name)
+        if existing.run_id != run.run_id:
+            raise

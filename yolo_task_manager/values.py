@@ -1,0 +1,121 @@
+"""Value objects: run states, event kinds, and the frozen records the API returns."""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TERMINAL", "Event", "EventType", "ModelMeta", "Run", "RunStatus"]
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is in its life."""
+
+    QUEUED = "queued"
+    """Waiting for a device slot, or sent to a device's queue and not started yet."""
+    RUNNING = "running"
+    """A worker holds its lease and trains it."""
+    COMPLETED = "completed"
+    """Training finished and the model was published."""
+    FAILED = "failed"
+    """Training raised or the worker died in a way that retrying would not fix; ``reason`` says why."""
+    STOPPED = "stopped"
+    """Stopped on request; ``resume()`` continues from the last checkpoint."""
+    TIMED_OUT = "timed_out"
+    """Ran past its ``max_duration``; ``resume()`` continues from the last checkpoint."""
+    INTERRUPTED = "interrupted"
+    """Its worker vanished or shut down; it goes back to the queue and resumes from ``last.pt``."""
+
+
+TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED, RunStatus.TIMED_OUT})
+
+
+class EventType(str, enum.Enum):
+    """Kinds of event on a run's channel and stream."""
+
+    STATUS = "status"
+    METRICS = "metrics"
+    CHECKPOINT = "checkpoint"
+    LOG = "log"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One event; ``seq`` is contiguous per run, starting at 1."""
+
+    run_id: str
+    user_id: str
+    seq: int
+    type: EventType
+    epoch: int | None = None
+    epochs: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: RunStatus | None = None
+    reason: str | None = None
+    ts: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["type"] = self.type.value
+        data["status"] = self.status.value if self.status else None
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        data = json.loads(raw)
+        data["type"] = EventType(data["type"])
+        data["status"] = RunStatus(data["status"]) if data.get("status") else None
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """A training run as the registry knows it."""
+
+    run_id: str
+    user_id: str
+    run_name: str
+    status: RunStatus
+    base_model: str
+    dataset_dir: str
+    task: str
+    epochs: int
+    device: str
+    hyp: dict[str, Any]
+    attempt: int
+    queue: str | None
+    created_at: datetime
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    reason: str | None
+    last_epoch: int | None
+    model_name: str | None
+    max_duration: float | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelMeta:
+    """A published model: ``{root}/{user_id}/models/{name}/``."""
+
+    name: str
+    user_id: str
+    path: Path
+    task: str
+    labels: tuple[str, ...]
+    created_at: datetime
+    size_bytes: int
+    base_model: str | None = None
+    run_id: str | None = None
+    imgsz: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    exports: dict[str, str] = field(default_factory=dict)

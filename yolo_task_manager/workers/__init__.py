@@ -1,0 +1,1 @@
+"""Workers: one per device, the ultralytics bridge (offline env, training child), supervision."""

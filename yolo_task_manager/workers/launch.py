@@ -1,0 +1,97 @@
+"""Starting one Celery worker for one device: pinned, concurrency 1, present in Redis while alive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from celery import signals
+
+from yolo_task_manager.broker.routing import normalize_device, queue_for_device
+from yolo_task_manager.errors import DeviceUnavailable
+from yolo_task_manager.runtime import Runtime
+from yolo_task_manager.settings import Settings
+
+__all__ = ["pin_device", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def pin_device(device: str, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Make ``cuda:N`` the only GPU this process and its children see; raise if it is not there."""
+    index = device.split(":")[1]
+    environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi and Docker's device_ids use
+    visible = environ.get("NVIDIA_VISIBLE_DEVICES", "")
+    ids = visible.split(",") if visible else []
+    # In a container given GPU N alone, CUDA calls it 0: pin by its position in the list.
+    environ["CUDA_VISIBLE_DEVICES"] = str(ids.index(index)) if ids and all(i.isdigit() for i in ids) and index in ids else index
+    probe = "import torch; print(torch.cuda.device_count())"
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(environ), capture_output=True, text=True)
+    if out.returncode != 0 or out.stdout.strip() in ("", "0"):
+        raise DeviceUnavailable(
+            f"device {device} is not available on this machine (torch sees no GPU with "
+            f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']}): check `nvidia-smi -L`, or use 'cpu'"
+        )
+
+
+class _Presence(threading.Thread):
+    """Keeps the worker's queue registered in Redis and runs dispatch ticks."""
+
+    def __init__(self, rt: Runtime, queue: str, parent_pid: int | None) -> None:
+        super().__init__(name="ytm-presence", daemon=True)
+        self.rt, self.queue, self.parent_pid = rt, queue, parent_pid
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        settings = self.rt.settings
+        key = self.rt.keys.worker(self.queue)
+        while not self.stopped.is_set():
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                log.warning("the process that started this worker is gone: shutting down")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            try:
+                self.rt.redis.set(key, os.getpid(), px=int(settings.tick_interval * 3000))
+                self.rt.dispatcher.tick()
+            except Exception:  # noqa: BLE001 - Redis or the database restarting must not kill presence
+                log.exception("presence tick failed; retrying")
+            self.stopped.wait(settings.tick_interval)
+
+    def leave(self) -> None:
+        self.stopped.set()
+        try:
+            self.rt.redis.delete(self.rt.keys.worker(self.queue))
+        except Exception:  # noqa: BLE001
+            log.warning("could not unregister queue %s", self.queue)
+
+
+def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", parent_pid: int | None = None) -> None:
+    """Consume ``device``'s queue until SIGTERM (warm: the running training is requeued, then we exit)."""
+    device = normalize_device(device)
+    queue = queue_for_device(device, settings.node)
+    if device.startswith("cuda:"):
+        pin_device(device)
+    rt = Runtime(settings)
+    rt.worker_queue = queue  # type: ignore[attr-defined]
+    presence = _Presence(rt, queue, parent_pid)
+
+    def on_ready(**_: Any) -> None:
+        presence.start()
+
+    def on_shutdown(**_: Any) -> None:
+        rt.shutting_down.set()
+        presence.leave()
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutting_down.connect(on_shutdown, weak=False)
+    rt.app.worker_main(
+        argv=[
+            "worker", "-Q", queue, "-P", "threads", "-c", "1", "-n", f"{queue}@{settings.node}",
+            "--without-mingle", "--without-gossip", "-E", f"--loglevel={loglevel}",
+        ]
+    )  # fmt: skip

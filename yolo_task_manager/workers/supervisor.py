@@ -1,0 +1,207 @@
+"""Runs the training child for one attempt: relays its events, heartbeats, stops, times out, classifies.
+
+Like rq's work horse: one child per job in its own process group; the parent keeps the lease alive,
+enforces stop and time limits (then kills the group), and says how the child ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.lock import Lock
+
+from yolo_task_manager.values import EventType, Run, RunStatus
+from yolo_task_manager.workers.offline import offline_env
+from yolo_task_manager.workers.protocol import EXIT_OK, EXIT_STOPPED, SPEC_FILE
+
+__all__ = ["Outcome", "TrainingSupervisor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How an attempt ended; ``status`` is the run's next state."""
+
+    status: RunStatus
+    reason: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingSupervisor:
+    """Supervises one attempt of one run on this worker."""
+
+    def __init__(self, runtime: Any, run: Run, lease: Lock, spec: dict[str, Any], run_dir: Path) -> None:
+        self.rt = runtime
+        self.run = run
+        self.lease = lease
+        self.spec = spec
+        self.run_dir = run_dir
+        self._outbox: list[dict[str, Any]] = []
+        self._result: dict[str, Any] = {}
+        self._error: dict[str, Any] = {}
+        self._asked: RunStatus | None = None  # why we asked the child to stop: STOPPED, TIMED_OUT, INTERRUPTED
+        self._asked_at = 0.0
+        self._lease_lost = False
+
+    def supervise(self) -> Outcome:
+        spec_path = self.run_dir / SPEC_FILE
+        spec_path.write_text(json.dumps(self.spec, indent=2))
+        read_fd, write_fd = os.pipe()
+        scratch = self.rt.settings.state_dir / "workers" / self.spec["queue"]
+        with open(self.run_dir / "train.log", "ab") as logfile:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(spec_path), str(write_fd)],
+                pass_fds=[write_fd],
+                env=offline_env(os.environ, scratch),
+                cwd=self.run_dir,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        os.close(write_fd)
+        try:
+            self._loop(child, read_fd)
+        finally:
+            os.close(read_fd)
+            if child.poll() is None:
+                _kill_group(child)
+            self._flush()
+        return self._classify(child.returncode)
+
+    def _loop(self, child: subprocess.Popen[bytes], read_fd: int) -> None:
+        settings = self.rt.settings
+        started = time.monotonic()
+        next_beat = 0.0
+        buffer = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            while True:
+                if sel.select(timeout=min(1.0, settings.heartbeat_interval)):
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:  # the child closed its end: it exited
+                        child.wait()
+                        return
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            self._handle(json.loads(line))
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + settings.heartbeat_interval
+                    self._heartbeat()
+                    self._flush()
+                    if self._lease_lost:
+                        _kill_group(child)
+                    elif self._asked is None:
+                        self._check_requests(child, now - started)
+                if self._asked is not None and now - self._asked_at > settings.stop_grace:
+                    log.warning("run %s ignored the stop request for %ss: killing it", self.run.run_id, settings.stop_grace)
+                    _kill_group(child)
+
+    def _ask(self, child: subprocess.Popen[bytes], why: RunStatus) -> None:
+        self._asked, self._asked_at = why, time.monotonic()
+        try:
+            os.kill(child.pid, signal.SIGUSR1)  # the child alone: SIGUSR1 would kill its data loaders
+        except ProcessLookupError:
+            pass
+
+    def _check_requests(self, child: subprocess.Popen[bytes], elapsed: float) -> None:
+        if self.rt.shutting_down.is_set():
+            self._ask(child, RunStatus.INTERRUPTED)
+            return
+        max_duration = self.run.max_duration
+        if max_duration is not None and elapsed > max_duration:
+            self._ask(child, RunStatus.TIMED_OUT)
+            return
+        try:
+            if self.rt.redis.exists(self.rt.keys.stop_flag(self.run.run_id)):
+                self._ask(child, RunStatus.STOPPED)
+        except redis.exceptions.ConnectionError:
+            pass  # Redis is restarting: ask again at the next beat
+
+    def _heartbeat(self) -> None:
+        try:
+            self.lease.reacquire()
+            return
+        except redis.exceptions.LockNotOwnedError:
+            pass
+        except redis.exceptions.ConnectionError:
+            return  # keep training through a Redis restart; nobody else can take the lease meanwhile
+        # The lease expired (Redis was away longer than its TTL). Take it back only if nobody requeued us.
+        run = self.rt.registry.get_run(self.run.run_id)
+        if run.status is RunStatus.RUNNING and run.attempt == self.run.attempt and self.lease.acquire(blocking=False):
+            log.warning("run %s: lease expired and was taken back", self.run.run_id)
+            return
+        log.error("run %s: lease lost to another attempt; abandoning this one", self.run.run_id)
+        self._lease_lost = True
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.pop("type")
+        if kind == "metrics":
+            if self.rt.registry.record_metrics(self.run.run_id, message["epoch"], message["metrics"]):
+                self._outbox.append({"type": EventType.METRICS, **message})
+        elif kind == "checkpoint":
+            self._outbox.append({"type": EventType.CHECKPOINT, "epoch": message["epoch"], "epochs": message["epochs"]})
+        elif kind == "log":
+            self._outbox.append({"type": EventType.LOG, "reason": message["message"]})
+        elif kind == "result":
+            self._result = message
+        elif kind == "error":
+            self._error = message
+        self._flush()
+
+    def _flush(self) -> None:
+        """Publish queued events in order; on a Redis outage keep them for the next try."""
+        while self._outbox:
+            try:
+                self.rt.bus.publish(self.run.run_id, self.run.user_id, **self._outbox[0])
+            except redis.exceptions.ConnectionError:
+                return
+            self._outbox.pop(0)
+
+    def _classify(self, code: int | None) -> Outcome:
+        if self._lease_lost:
+            return Outcome(status=RunStatus.INTERRUPTED, reason="lease lost: another attempt owns this run")
+        if code == EXIT_OK and self._result:
+            return Outcome(status=RunStatus.COMPLETED, result=self._result)
+        if self._asked is RunStatus.STOPPED:
+            return Outcome(status=RunStatus.STOPPED, reason="stopped by user")
+        if self._asked is RunStatus.TIMED_OUT:
+            return Outcome(status=RunStatus.TIMED_OUT, reason=f"ran past max_duration={self.run.max_duration:g}s")
+        if self._asked is RunStatus.INTERRUPTED:
+            return Outcome(status=RunStatus.INTERRUPTED, reason="worker shut down")
+        if self._error:
+            prefix = "out of memory: " if self._error.get("kind") == "oom" else ""
+            return Outcome(status=RunStatus.FAILED, reason=f"{prefix}{self._error['message']}\n{self._error['traceback']}")
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            hint = " (SIGKILL from outside is often the kernel's out-of-memory killer)" if code == -9 else ""
+            return Outcome(status=RunStatus.FAILED, reason=f"training process terminated unexpectedly by {name}{hint}")
+        if code == EXIT_STOPPED:
+            return Outcome(status=RunStatus.STOPPED, reason="stopped by user")
+        return Outcome(
+            status=RunStatus.FAILED,
+            reason=f"training process exited with code {code}; see {self.run_dir / 'train.log'}",
+        )
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    child.wait()

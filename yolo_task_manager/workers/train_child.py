@@ -1,0 +1,166 @@
+"""The training child: runs one ultralytics training and reports over a pipe, one JSON object a line.
+
+Run as ``python -m yolo_task_manager.workers.train_child SPEC_JSON FD`` by the worker, in an
+offline environment (``offline.offline_env``), in its own process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from yolo_task_manager.workers.offline import ULTRALYTICS_SETTINGS
+from yolo_task_manager.workers.protocol import EXIT_FAILED, EXIT_OK, EXIT_ORPHANED, EXIT_STOPPED
+
+
+class StopRequested(Exception):
+    """Raised from a batch callback: unlike ``trainer.stop``, it leaves last.pt resumable."""
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(EXIT_ORPHANED)
+        time.sleep(1.0)
+
+
+def _floats(values: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = round(float(value), 6)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def resumable(last: Path) -> bool:
+    """True when ``last`` holds an unfinished epoch counter and optimizer state (not a stripped file)."""
+    if not last.is_file():
+        return False
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    return int(ckpt.get("epoch", -1)) >= 0 and ckpt.get("optimizer") is not None
+
+
+def _offline_check_amp(model: Any) -> bool:
+    # ultralytics' check_amp downloads yolo26n.pt to compare outputs; trust AMP instead, as the
+    # check does whenever it cannot download.
+    return next(model.parameters()).device.type == "cuda"
+
+
+def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
+    def emit(**event: Any) -> None:
+        out.write(json.dumps(event) + "\n")
+        out.flush()
+
+    from ultralytics import YOLO, settings
+    from ultralytics.engine import trainer as trainer_module
+
+    scratch = Path(os.environ["YOLO_CONFIG_DIR"]).parent
+    settings.update(
+        {**ULTRALYTICS_SETTINGS, "runs_dir": str(scratch / "runs"), "weights_dir": str(scratch / "weights"),
+         "datasets_dir": str(scratch / "datasets")}
+    )  # fmt: skip
+    trainer_module.check_amp = _offline_check_amp
+
+    save_dir = Path(spec["save_dir"])
+    last = save_dir / "weights" / "last.pt"
+    best = save_dir / "weights" / "best.pt"
+    resume = resumable(last)
+    if last.is_file() and not resume and best.is_file():
+        # ultralytics strips last.pt only after the final validation: the training had finished.
+        emit(type="log", message=f"training had finished: publishing {best}")
+        model = YOLO(str(best))
+        args = model.ckpt.get("train_args", {}) if model.ckpt else {}
+        names = model.names
+        emit(type="result", best=str(best), task=model.task, names=[names[i] for i in sorted(names)],
+             imgsz=args.get("imgsz"), metrics=_floats(model.ckpt.get("train_metrics") or {}))  # fmt: skip
+        return EXIT_OK
+    model = YOLO(str(last) if resume else spec["model"], task=spec["task"])
+    started = time.time()
+    in_epoch: list[int] = []
+    emitted: set[int] = set()
+
+    def on_train_epoch_end(trainer: Any) -> None:
+        in_epoch[:] = [trainer.epoch]
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        # The final validation of best.pt fires this once more after the loop: skip it.
+        if not in_epoch or trainer.epoch != in_epoch[0] or trainer.epoch in emitted:
+            return
+        emitted.add(trainer.epoch)
+        values = {
+            **(trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {}),
+            **(trainer.metrics or {}),
+            **(trainer.lr or {}),
+            "fitness": trainer.fitness if trainer.fitness is not None else float("nan"),
+            "elapsed": time.time() - started,
+        }
+        emit(type="metrics", epoch=trainer.epoch + 1, epochs=trainer.epochs, metrics=_floats(values))
+
+    def on_model_save(trainer: Any) -> None:
+        emit(type="checkpoint", epoch=trainer.epoch + 1, epochs=trainer.epochs, path=str(trainer.last))
+
+    def on_train_batch_end(trainer: Any) -> None:
+        if stop.is_set():
+            raise StopRequested
+
+    for name, callback in [
+        ("on_train_epoch_end", on_train_epoch_end),
+        ("on_fit_epoch_end", on_fit_epoch_end),
+        ("on_model_save", on_model_save),
+        ("on_train_batch_end", on_train_batch_end),
+    ]:
+        model.add_callback(name, callback)
+
+    if resume:
+        emit(type="log", message=f"resuming from {last}")
+        model.train(resume=str(last), data=spec["data"], device=spec["device"], save_dir=str(save_dir))
+    else:
+        model.train(
+            **spec["hyp"], data=spec["data"], epochs=spec["epochs"], device=spec["device"],
+            project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
+        )  # fmt: skip
+    trainer = model.trainer
+    emit(
+        type="result",
+        best=str(trainer.best),
+        task=model.task,
+        names=[trainer.data["names"][i] for i in sorted(trainer.data["names"])],
+        imgsz=trainer.args.imgsz,
+        metrics=_floats(trainer.metrics or {}),
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[1]).read_text())
+    out = os.fdopen(int(argv[2]), "w", buffering=1)
+    stop = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: stop.set())
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    try:
+        return train(spec, out, stop)
+    except StopRequested:
+        return EXIT_STOPPED
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the worker
+        lines = traceback.format_exception(exc)
+        kind = "oom" if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError) else "error"
+        out.write(json.dumps({"type": "error", "kind": kind, "message": f"{type(exc).__name__}: {exc}",
+                              "traceback": "".join(lines[-8:])}) + "\n")  # fmt: skip
+        out.flush()
+        traceback.print_exception(exc)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
