@@ -19,18 +19,9 @@ from yolo_task_manager.datasets import DatasetInfo, inspect_dataset, write_train
 from yolo_task_manager.errors import InvalidInput
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = (
-    next(
-        (
-            p
-            for p in (REPO_ROOT / "shared", REPO_ROOT.parent / "shared")
-            if (p / "fixtures" / "datasets").is_dir()
-        ),
-        REPO_ROOT.parent / "shared",
-    )
-    / "fixtures"
-    / "datasets"
-)
+# The shared fixtures sit beside the checkout here, and inside it on the device machine.
+SHARED = REPO_ROOT / "shared" if (REPO_ROOT / "shared").is_dir() else REPO_ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "datasets"
 BOX = "0 0.5 0.5 0.2 0.2"
 
 

@@ -23,7 +23,6 @@ IMAGE_SUFFIXES = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "t
 _Kpt = tuple[int, int] | None  # kpt_shape from data.yaml: (keypoints, 2 or 3 values each)
 _MAX_SHOWN = 5
 _TOLERANCE = 0.01  # ultralytics 8.4 accepts coordinates up to 1% outside [0, 1]
-_MIN_SIDE = 10  # ultralytics drops images under 10 pixels a side
 _EXPECTED_FIELDS = {
     "detect": "5 (class x_center y_center width height)",
     "segment": "an odd count of at least 7 (class x1 y1 x2 y2 x3 y3 ...), never mixed with 5-field boxes",
@@ -114,11 +113,13 @@ def _is_image(name: str) -> bool:
 
 
 def _is_classification(train: Path) -> bool:
-    # train/images/ (Roboflow), loose images or label files next to images all mean a YOLO layout.
+    # train/images/ (Roboflow), loose images or a.txt labels beside a.jpg images all mean a YOLO layout.
     dirs = [c for c in train.iterdir() if c.is_dir()] if train.is_dir() else []
     if not dirs or {d.name for d in dirs} & {"images", "labels"} or any(map(_is_image, os.listdir(train))):
         return False
-    return not any(name.endswith(".txt") for d in dirs for name in _walk_files(d, skip_hidden=False))
+    files = [f for d in dirs for f in _walk_files(d, skip_hidden=False)]
+    stems = {f.rpartition(".")[0] for f in files if _is_image(f)}
+    return not any(f.endswith(".txt") and f[:-4] in stems for f in files)
 
 
 def _walk_files(folder: Path, *, skip_hidden: bool) -> Iterator[str]:
@@ -379,8 +380,8 @@ def _verify_images(images: list[str], root: Path) -> _Findings:
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file, all the user's
             bad.add(f"{_show(image, root)} ({exc.__class__.__name__}: {exc})")
             continue
-        if min(size) < _MIN_SIDE:
-            bad.add(f"{_show(image, root)} is {size[0]}x{size[1]} pixels, under {_MIN_SIDE} a side")
+        if min(size) < 10:  # ultralytics drops such images
+            bad.add(f"{_show(image, root)} is {size[0]}x{size[1]} pixels, under 10 a side")
         elif fmt not in IMAGE_SUFFIXES:
             bad.add(f"{_show(image, root)} is a {fmt.upper()} file: save it as JPEG or PNG")
     return bad

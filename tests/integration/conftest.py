@@ -1,0 +1,136 @@
+"""Real parts: a real Redis server, real `ytm worker` processes, real ultralytics trainings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from yolo_task_manager import Settings, YoloTaskManager
+from yolo_task_manager.broker.embedded import EmbeddedRedis
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.routing import queue_for_device
+from yolo_task_manager.datasets.sample import make_sample_dataset
+from yolo_task_manager.storage import LocalFileSystemStorage
+from yolo_task_manager.workers.offline import offline_env
+
+TINY = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False}
+"""Training arguments that keep a test's training to seconds."""
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A yolov8n checkpoint made here from yolov8n.yaml (official weights cannot be had offline)."""
+    scratch = tmp_path_factory.mktemp("base")
+    path = scratch / "yolov8n.pt"
+    code = f"from ultralytics import YOLO; YOLO('yolov8n.yaml').save({str(path)!r})"
+    subprocess.run([sys.executable, "-c", code], env=offline_env(os.environ, scratch), check=True, cwd=scratch,
+                   capture_output=True)  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def coco8(fixtures_dir: Path, tmp_path: Path) -> Path:
+    """A copy of coco8 (ultralytics writes label caches beside a dataset's labels)."""
+    return Path(shutil.copytree(fixtures_dir / "datasets" / "coco8", tmp_path / "coco8"))
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 generated training images: epochs long enough to stop or kill a worker in the middle of one."""
+    return make_sample_dataset(tmp_path_factory.mktemp("shapes") / "shapes", train=32, val=8, size=64)
+
+
+class Stack:
+    """One isolated deployment on the shared Redis: its own key prefix, node names, root and database."""
+
+    def __init__(self, settings: Settings, base_checkpoint: Path) -> None:
+        self.settings = settings
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.managers: list[YoloTaskManager] = []
+        self.redis = redis.Redis.from_url(settings.redis_url or "")
+        settings.pretrained_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(base_checkpoint, settings.pretrained_dir / "yolov8n.pt")
+
+    def manager(self, **overrides: object) -> YoloTaskManager:
+        settings = self.settings.replace(**overrides)
+        mgr = YoloTaskManager(LocalFileSystemStorage(settings.storage_root), default_device="cpu", settings=settings)
+        self.managers.append(mgr)
+        return mgr
+
+    def start_worker(self, node: str | None = None, **overrides: object) -> subprocess.Popen[bytes]:
+        settings = self.settings.replace(node=node or self.settings.node, **overrides)
+        log = settings.state_dir / f"worker-{len(self.workers)}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "yolo_task_manager.cli", "worker", "--device", "cpu"],
+                env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.workers.append(proc)
+        key = Keys(settings.key_prefix).worker(queue_for_device("cpu", settings.node))
+        deadline = time.monotonic() + 60
+        while not self.redis.exists(key):
+            assert proc.poll() is None, f"worker exited with {proc.returncode}: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "worker did not register in 60s"
+            time.sleep(0.1)
+        return proc
+
+    def close(self) -> None:
+        for mgr in self.managers:
+            mgr.close()
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.workers:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.redis.close()
+
+
+@pytest.fixture
+def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) -> Iterator[Stack]:
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        storage_root=tmp_path / "root",
+        redis_url=redis_server.url,
+        key_prefix=f"t{tag}",
+        node=f"n{tag}",
+        lease_ttl=4.0,
+        heartbeat_interval=1.0,
+        tick_interval=0.5,
+        stop_grace=20.0,
+    )
+    s = Stack(settings, base_checkpoint)
+    yield s
+    s.close()
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)

@@ -1,0 +1,155 @@
+"""Training end to end through real Redis, real Celery workers and real ultralytics."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TINY, Stack, wait_for
+from yolo_task_manager import RunStatus, YoloTaskManager
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.storage.local_fs import LocalFileSystemStorage
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {"train/box_loss", "metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)",
+               "metrics/mAP50-95(B)", "fitness", "lr/pg0", "elapsed"}  # fmt: skip
+
+
+def transitions(mgr: YoloTaskManager, run_id: str) -> list[str]:
+    return [to for _, to, _, _ in mgr._rt.registry.get_transitions(run_id)]
+
+
+def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: Path, coco8: Path, tmp_path: Path):
+    # Given: the official file name in {root}/pretrained, as a user would copy it
+    root = tmp_path / "dl-platform"
+    (root / "pretrained").mkdir(parents=True)
+    shutil.copyfile(base_checkpoint, root / "pretrained" / "yolov8n.pt")
+    q: queue.Queue = queue.Queue()
+
+    # When: the seed's example, with no Redis or worker configured
+    with YoloTaskManager(storage_backend=LocalFileSystemStorage(root=str(root)), default_device="cpu") as mgr:
+        run_id = mgr.train(user_id="alice", base_model="yolov8n.pt", dataset_dir=str(coco8), epochs=2,
+                           run_name="veh_v1", callbacks={"on_metrics": lambda r, e, m: q.put((r, e, m))}, **TINY)  # fmt: skip
+        run = mgr.wait("alice", run_id, timeout=300)
+        epochs = [wait_for(lambda: q.get(timeout=10), what="metrics") for _ in range(2)]
+        models = mgr.list_models("alice")
+        history = mgr._rt.bus.history(run_id)
+        stored = mgr.get_metrics("alice", run_id)
+
+    # Then: completed, each epoch's metrics reached the caller once and in order, the model is published
+    assert run.status is RunStatus.COMPLETED, run.reason
+    assert [(r, e) for r, e, _ in epochs] == [(run_id, 1), (run_id, 2)]
+    assert q.empty()
+    assert METRIC_KEYS <= set(epochs[0][2])
+    assert [e for e, _ in stored] == [1, 2]
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+    assert [e.status.value for e in history if e.type.value == "status"] == ["queued", "running", "completed"]
+    assert [m.name for m in models] == ["veh_v1"]
+    assert models[0].labels[:3] == ("person", "bicycle", "car") and models[0].task == "detect"
+    assert models[0].path == root / "alice" / "models" / "veh_v1" / "model.pt" and models[0].size_bytes > 1_000_000
+
+
+def test_stop_keeps_a_resumable_checkpoint_and_resume_finishes_the_epochs(stack: Stack, shapes: Path):
+    # Given: a running 8-epoch training that is stopped as soon as epoch 1 is reported
+    stack.start_worker()
+    mgr = stack.manager()
+    seen: list[int] = []
+
+    def on_metrics(run_id: str, epoch: int, metrics: dict) -> None:
+        seen.append(epoch)
+        if epoch == 1:
+            assert mgr.stop("bob", run_id) is True
+
+    run_id = mgr.train("bob", "yolov8n.pt", str(shapes), epochs=8, run_name="stopme",
+                       callbacks={"on_metrics": on_metrics}, **TINY)  # fmt: skip
+
+    # When
+    stopped = mgr.wait("bob", run_id, timeout=300)
+    last = stack.settings.storage_root / "bob" / "runs" / run_id / "train" / "weights" / "last.pt"
+    probe = "import sys; from yolo_task_manager.workers.train_child import resumable as r; print(r(__import__('pathlib').Path(sys.argv[1])))"
+    resumable = subprocess.run([sys.executable, "-c", probe, str(last)], capture_output=True, text=True).stdout.strip()
+    mgr.resume("bob", run_id)
+    done = mgr.wait("bob", run_id, timeout=300)
+
+    # Then: stopped with a resumable last.pt, then completed; every epoch reported exactly once
+    assert stopped.status is RunStatus.STOPPED and stopped.reason == "stopped by user"
+    assert resumable == "True"
+    assert done.status is RunStatus.COMPLETED, done.reason
+    wait_for(lambda: len(seen) >= 8, 30, "all epochs")
+    assert seen == list(range(1, 9))
+    assert stopped.last_epoch is not None and stopped.last_epoch < 8
+    assert transitions(mgr, run_id) == ["queued", "running", "stopped", "queued", "running", "completed"]
+
+
+def test_stop_on_a_queued_run_ends_it_without_running(stack: Stack, coco8: Path):
+    # Given: a run no worker can take (nobody serves cuda:7)
+    mgr = stack.manager()
+    run_id = mgr.train("carol", "yolov8n.pt", str(coco8), epochs=1, run_name="waits", device="cuda:7", **TINY)
+
+    # When
+    answered = mgr.stop("carol", run_id)
+
+    # Then
+    run = mgr.get_run("carol", run_id)
+    assert answered is True and run.status is RunStatus.STOPPED
+    assert transitions(mgr, run_id) == ["queued", "stopped"]
+    assert mgr.stop("carol", run_id) is False
+
+
+def test_worker_killed_mid_epoch_is_requeued_and_resumes_from_last_pt(stack: Stack, shapes: Path):
+    # Given: a worker training a 3-epoch run
+    first = stack.start_worker()
+    mgr = stack.manager()
+    seen: list[int] = []
+    run_id = mgr.train("dave", "yolov8n.pt", str(shapes), epochs=3, run_name="survivor",
+                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+    wait_for(lambda: seen, 300, "epoch 1")
+    child = json.loads((stack.settings.storage_root / "dave" / "runs" / run_id / "spec.json").read_text())
+    assert child["run_id"] == run_id
+
+    # When: kill -9 the worker in the middle of epoch 2, then start another one
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    stack.start_worker()
+    run = mgr.wait("dave", run_id, timeout=300)
+
+    # Then: the run was interrupted, requeued, resumed (no epoch trained twice) and completed
+    assert run.status is RunStatus.COMPLETED, run.reason
+    steps = mgr._rt.registry.get_transitions(run_id)
+    assert [to for _, to, _, _ in steps] == ["queued", "running", "interrupted", "queued", "running", "completed"]
+    assert "worker lost" in (steps[2][2] or "")
+    wait_for(lambda: len(seen) >= 3, 30, "all epochs")
+    assert seen == [1, 2, 3]
+    log = (stack.settings.storage_root / "dave" / "runs" / run_id / "train.log").read_text()
+    assert "Resuming training" in log or "resuming from" in log
+
+
+def test_limits_hold_and_users_are_served_round_robin(stack: Stack, coco8: Path):
+    # Given: two workers, global_limit 2, per_user_limit 1, and three users with two runs each
+    mgr = stack.manager(global_limit=2, per_user_limit=1)
+    runs = [mgr.train(user, "yolov8n.pt", str(coco8), epochs=1, run_name=f"{user}-{i}", **TINY)
+            for user in ("ann", "ben", "cat") for i in (1, 2)]  # fmt: skip
+
+    # When: workers come up only after everything is queued (ann's runs are the oldest)
+    stack.start_worker(node=f"{stack.settings.node}a", global_limit=2, per_user_limit=1)
+    stack.start_worker(node=f"{stack.settings.node}b", global_limit=2, per_user_limit=1)
+    done = [mgr.wait(user, run_id, timeout=600)
+            for user, run_id in zip(["ann", "ann", "ben", "ben", "cat", "cat"], runs)]
+
+    # Then: never more than 2 at once, never 2 of one user at once, and cat is served before ann's second
+    assert all(r.status is RunStatus.COMPLETED for r in done), [r.reason for r in done]
+    spans = sorted((r.started_at, r.finished_at, r.user_id) for r in done)
+    for start, _, user in spans:
+        running = [s for s in spans if s[0] <= start < s[1]]
+        assert len(running) <= 2
+        assert sum(1 for s in running if s[2] == user) <= 1
+    assert {user for _, _, user in spans[:3]} == {"ann", "ben", "cat"}

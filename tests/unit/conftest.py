@@ -1,0 +1,69 @@
+"""Unit-test fixtures: fakeredis, a SQLite registry in ``tmp_path``, and run factories.
+
+Nothing here starts a Redis server or imports torch or ultralytics.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.registry import Registry
+from yolo_task_manager.settings import Settings
+from yolo_task_manager.values import Run
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def redis_client() -> fakeredis.FakeRedis:
+    """A private in-process Redis (its own server, so tests never share keys)."""
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("test")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        storage_root=tmp_path, redis_url="redis://unused", key_prefix="test", lease_ttl=2, heartbeat_interval=0.5
+    )
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def create_run(registry: Registry) -> Callable[..., Run]:
+    """``create_run(user_id="alice", run_name="r1", ...)`` with every other field defaulted."""
+
+    def _create(**overrides: Any) -> Run:
+        fields: dict[str, Any] = {
+            "user_id": "alice",
+            "run_name": f"r{next(_counter)}",
+            "base_model": "yolov8n.yaml",
+            "dataset_dir": "/d",
+            "task": "detect",
+            "epochs": 3,
+            "device": "cpu",
+            "hyp": {},
+            "max_duration": None,
+            **overrides,
+        }
+        return registry.create_run(**fields)
+
+    return _create
+
