@@ -1,0 +1,24 @@
+# `make demo` and `make test` each set up what they need first (a venv in .venv, the package, dev tools).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/ytm --root ytm-demo demo
+
+test: setup
+	scripts/offline $(PY) -m pytest -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check yolo_task_manager tests benchmarks
+	$(VENV)/bin/mypy yolo_task_manager

@@ -1,0 +1,138 @@
+"""Bad input gets a typed error a person can act on, and changes nothing for anyone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TINY, Stack
+from yolo_task_manager import (
+    DeviceUnavailable,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    RunStatus,
+    WeightsUnavailable,
+    YoloTaskManager,
+)
+from yolo_task_manager.storage import LocalFileSystemStorage
+
+
+@pytest.fixture
+def world(stack: Stack, coco8: Path, base_checkpoint: Path):
+    """A producer with no worker; another user (zoe) already has a queued run and a model."""
+    mgr = stack.manager()
+    zoe_run = mgr.train("zoe", "yolov8n.pt", str(coco8), epochs=1, run_name="zoe-run", **TINY)
+    mgr._rt.storage.save_model("zoe", base_checkpoint, "zoe-model", ["a"])
+    yield mgr, coco8
+    # Then (for every test): zoe's run and model are untouched, and the attacker queued nothing
+    assert mgr.get_run("zoe", zoe_run).status is RunStatus.QUEUED
+    assert [m.name for m in mgr.list_models("zoe")] == ["zoe-model"]
+    assert mgr.list_runs("mallory") == []
+
+
+@pytest.mark.parametrize("user_id", ["../zoe", "/", "", "a" * 65, ".hidden", "zoe/../../etc", None])
+def test_unsafe_or_empty_user_ids_are_rejected(world, user_id):
+    mgr, coco8 = world
+    with pytest.raises(InvalidInput, match="user_id"):
+        mgr.train(user_id, "yolov8n.pt", str(coco8), epochs=1, **TINY)
+
+
+@pytest.mark.parametrize("run_name", ["../x", "a/b", "a" * 65, ".x"])
+def test_unsafe_run_names_are_rejected(world, run_name):
+    mgr, coco8 = world
+    with pytest.raises(InvalidInput, match="run_name"):
+        mgr.train("mallory", "yolov8n.pt", str(coco8), epochs=1, run_name=run_name, **TINY)
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5, "3", True])
+def test_epochs_must_be_a_positive_integer(world, epochs):
+    mgr, coco8 = world
+    with pytest.raises(InvalidInput, match="epochs must be a positive integer"):
+        mgr.train("mallory", "yolov8n.pt", str(coco8), epochs=epochs, **TINY)
+
+
+def test_unknown_training_argument_names_the_closest_ones(world):
+    mgr, coco8 = world
+    with pytest.raises(InvalidInput, match="unknown training argument 'lr'.*lr0"):
+        mgr.train("mallory", "yolov8n.pt", str(coco8), epochs=1, lr=0.01)
+
+
+def test_missing_weights_say_where_to_put_the_file(world, stack: Stack):
+    mgr, coco8 = world
+    with pytest.raises(WeightsUnavailable, match=str(stack.settings.pretrained_dir)):
+        mgr.train("mallory", "yolov8s.pt", str(coco8), epochs=1, **TINY)
+
+
+def test_legacy_yolov5_checkpoint_is_refused(world, fixtures_dir: Path, stack: Stack):
+    mgr, coco8 = world
+    shutil.copyfile(fixtures_dir / "weights" / "yolov5n.pt", stack.settings.pretrained_dir / "yolov5n.pt")
+    with pytest.raises(InvalidInput, match="legacy YOLOv5"):
+        mgr.train("mallory", "yolov5n.pt", str(coco8), epochs=1, **TINY)
+
+
+def test_broken_datasets_are_refused_with_the_file_named(world, tmp_path: Path):
+    mgr, coco8 = world
+    # Given: no data.yaml; labels out of range; no images; a corrupt image
+    no_yaml = Path(shutil.copytree(coco8, tmp_path / "no_yaml"))
+    (no_yaml / "data.yaml").unlink()
+    bad_label = Path(shutil.copytree(coco8, tmp_path / "bad_label"))
+    label = next((bad_label / "labels" / "train").glob("*.txt"))
+    label.write_text("99 0.5 0.5 0.1 0.1\n")
+    no_images = Path(shutil.copytree(coco8, tmp_path / "no_images"))
+    for image in (no_images / "images" / "train").iterdir():
+        image.unlink()
+    corrupt = Path(shutil.copytree(coco8, tmp_path / "corrupt"))
+    image = next((corrupt / "images" / "train").glob("*.jpg"))
+    image.write_bytes(b"not a jpeg at all")
+
+    # When / Then
+    for folder, message in [
+        (tmp_path / "missing", "does not exist"),
+        (no_yaml, "data.yaml"),
+        (bad_label, label.name),
+        (no_images, "holds no .* images"),
+        (corrupt, image.name),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            mgr.train("mallory", "yolov8n.pt", str(folder), epochs=1, **TINY)
+
+
+def test_classify_dataset_with_a_detection_model_is_refused(world, fixtures_dir: Path, tmp_path: Path):
+    mgr, _ = world
+    data = shutil.copytree(fixtures_dir / "datasets" / "imagenet10", tmp_path / "imagenet10")
+    with pytest.raises(InvalidInput, match="classify dataset"):
+        mgr.train("mallory", "yolov8n.pt", str(data), epochs=1, **TINY)
+
+
+def test_duplicate_run_name_is_refused(world):
+    mgr, coco8 = world
+    with pytest.raises(InvalidInput, match="already has a run named 'zoe-run'"):
+        mgr.train("zoe", "yolov8n.pt", str(coco8), epochs=1, run_name="zoe-run", **TINY)
+    assert len(mgr.list_runs("zoe")) == 1
+
+
+def test_another_users_run_answers_exactly_like_a_missing_one(world):
+    mgr, _ = world
+    zoe_run = mgr.list_runs("zoe")[0].run_id
+    for call in (mgr.stop, mgr.resume, mgr.get_run):
+        with pytest.raises(NotFound) as foreign:
+            call("mallory", zoe_run)
+        with pytest.raises(NotFound) as missing:
+            call("mallory", "0" * 32)
+        assert str(foreign.value).replace(zoe_run, "X") == str(missing.value).replace("0" * 32, "X")
+
+
+def test_resume_of_a_queued_run_is_an_invalid_transition(world):
+    mgr, _ = world
+    zoe_run = mgr.list_runs("zoe")[0].run_id
+    with pytest.raises(InvalidTransition, match="only stopped, failed, interrupted or timed-out runs resume"):
+        mgr.resume("zoe", zoe_run)
+
+
+def test_a_gpu_that_is_not_there_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(DeviceUnavailable, match="cuda:0 is not available"):
+        YoloTaskManager(LocalFileSystemStorage(tmp_path), default_device="cuda:0")
+    assert not list((tmp_path / ".ytm" / "workers").glob("*.pid"))
