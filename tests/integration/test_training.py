@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -153,3 +154,23 @@ def test_limits_hold_and_users_are_served_round_robin(stack: Stack, coco8: Path)
         assert len(running) <= 2
         assert sum(1 for s in running if s[2] == user) <= 1
     assert {user for _, _, user in spans[:3]} == {"ann", "ben", "cat"}
+
+
+def test_redelivery_by_the_visibility_timeout_never_trains_a_run_twice(stack: Stack, shapes: Path):
+    # Given: two workers on one queue, and a visibility timeout far shorter than the training
+    first = stack.start_worker(visibility_timeout=2)
+    second = stack.start_worker(visibility_timeout=2)
+    mgr = stack.manager(visibility_timeout=2)
+
+    # When
+    run_id = mgr.train("erin", "yolov8n.pt", str(shapes), epochs=6, run_name="long", **TINY)
+    run = mgr.wait("erin", run_id, timeout=300)
+
+    # Then: Celery did redeliver the message, the copy was refused, and the run trained once
+    assert run.status is RunStatus.COMPLETED, run.reason
+    assert transitions(mgr, run_id) == ["queued", "running", "completed"]
+    logs = "".join(p.read_text() for p in stack.settings.state_dir.glob("worker-*.log"))
+    received = re.findall(r"Task ytm\.train\[([0-9a-f-]+)\] received", logs)
+    assert len(received) >= 2 and len(set(received)) == 1, f"no redelivery was observed: {received}"
+    assert "succeeded in" in logs and "skipped:" in logs
+    assert first.poll() is None and second.poll() is None

@@ -28,7 +28,7 @@ _TASK_OF_CLASS = {
     b"OBBModel": "obb",
     b"DetectionModel": "detect",
 }
-_TASK_OF_SUFFIX = {"-cls": "classify", "-seg": "segment", "-pose": "pose", "-obb": "obb"}
+_TASK_OF_MARKER = {"cls": "classify", "seg": "segment", "pose": "pose", "obb": "obb"}
 
 
 def _ultralytics_dir() -> Path:
@@ -50,8 +50,9 @@ def _builtin_yamls() -> frozenset[str]:
 
 
 def _task_from_name(name: str) -> str:
-    stem = Path(name).stem
-    return next((task for suffix, task in _TASK_OF_SUFFIX.items() if stem.endswith(suffix)), "detect")
+    # The marker may be followed by a variant: yolov8n-seg-p6, yolov8-cls-resnet50.
+    m = re.search(r"-(cls|seg|pose|obb)(?:-|$)", Path(name).stem)
+    return _TASK_OF_MARKER[m.group(1)] if m else "detect"
 
 
 def _checkpoint_task(path: Path) -> str:

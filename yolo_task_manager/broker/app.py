@@ -23,7 +23,12 @@ def create_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         # Recovery is the lease's job; a long visibility timeout keeps a healthy, long training
         # from being redelivered to a second worker.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Sweep for expired deliveries a few times per timeout (kombu's default is every ~100 s).
+            "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout // 4))),
+            "unacked_restore_throttle": 1 if settings.visibility_timeout < 400 else 10,
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_serializer="json",

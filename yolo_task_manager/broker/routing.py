@@ -15,15 +15,16 @@ def normalize_device(device: str | int | None) -> str:
     """``None``/"auto" -> "auto"; 0, "0", "cuda:0" -> "cuda:0"; "cuda"/"gpu" -> "cuda"; "cpu"; or a queue name."""
     if device is None:
         return "auto"
-    text = str(device).strip().lower()
-    if text in ("auto", "cpu", "cuda"):
-        return text
-    if text == "gpu":
+    text = str(device).strip()
+    keyword = text.lower()
+    if keyword in ("auto", "cpu", "cuda"):
+        return keyword
+    if keyword == "gpu":
         return "cuda"
-    if m := _CUDA.fullmatch(text):
+    if m := _CUDA.fullmatch(keyword):
         return f"cuda:{int(m.group(1))}"
     if re.fullmatch(r"(gpu\.[\w-]+\.\d+|cpu\.[\w-]+)", text):
-        return text
+        return text  # a queue name: the node part keeps its case
     raise InvalidInput(
         f"unknown device {device!r}: use 'cpu', 'cuda:N', 'cuda' (any GPU), 'auto', or a queue name like 'gpu.node1.0'"
     )
