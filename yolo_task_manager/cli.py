@@ -96,8 +96,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     root = settings.storage_root
     dataset = make_sample_dataset(root / "datasets" / "shapes")
     base = "yolov8n.pt" if (settings.pretrained_dir / "yolov8n.pt").is_file() else "yolov8n.yaml"
-    print(f"storage root: {root}\ndataset: {dataset}\nbase model: {base}"
-          + ("" if base.endswith(".pt") else f"  (copy yolov8n.pt into {settings.pretrained_dir}/ to fine-tune)"))  # fmt: skip
+    hint = "" if base.endswith(".pt") else f"  (copy yolov8n.pt into {settings.pretrained_dir}/ to fine-tune)"
+    print(f"storage root: {root}\ndataset: {dataset}\nbase model: {base}{hint}")
     started = time.time()
     with YoloTaskManager(LocalFileSystemStorage(root), default_device="cpu", settings=settings) as mgr:
         print(f"embedded Redis and CPU worker up in {time.time() - started:.1f}s")
@@ -111,7 +111,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         time.sleep(0.5)  # let the last callbacks print before the summary
         print(f"run {run.status.value}" + (f": {run.reason}" if run.reason else ""))
         for model in mgr.list_models("demo"):
-            print(f"model {model.name}: {model.task}, labels {list(model.labels)}, {model.size_bytes} bytes, {model.path}")
+            print(
+                f"model {model.name}: {model.task}, labels {list(model.labels)}, {model.size_bytes} bytes, {model.path}"
+            )
     return EXIT_OK if run.status.value == "completed" else EXIT_ERROR
 
 
@@ -127,7 +129,9 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([_jsonable(asdict(r)) for r in runs], indent=2))
     for r in [] if args.json else runs:
-        print(f"{r.run_id}  {r.run_name:<24} {r.status.value:<11} epoch {r.last_epoch or 0}/{r.epochs}  {r.reason or ''}")
+        print(
+            f"{r.run_id}  {r.run_name:<24} {r.status.value:<11} epoch {r.last_epoch or 0}/{r.epochs}  {r.reason or ''}"
+        )
     return EXIT_OK
 
 

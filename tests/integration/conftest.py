@@ -125,6 +125,14 @@ def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) ->
     s.close()
 
 
+def is_resumable(last: Path) -> bool:
+    """Whether ultralytics can resume from ``last`` (checked in a child: no torch in the test process)."""
+    probe = "import sys, pathlib; from yolo_task_manager.workers.train_child import resumable; "
+    probe += "print(resumable(pathlib.Path(sys.argv[1])))"
+    out = subprocess.run([sys.executable, "-c", probe, str(last)], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True"
+
+
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:

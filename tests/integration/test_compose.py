@@ -44,11 +44,7 @@ def services() -> dict[str, dict[str, Any]]:
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI must install it")
         pytest.skip(message)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("YTM_", "COMPOSE_", "POSTGRES_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YTM_", "COMPOSE_", "POSTGRES_"))}
     result = subprocess.run(
         [binary, "-f", str(COMPOSE_FILE), "config"],
         check=False,
@@ -58,20 +54,14 @@ def services() -> dict[str, dict[str, Any]]:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, (
-        f"docker-compose config rejected the file:\n{result.stderr}"
-    )
+    assert result.returncode == 0, f"docker-compose config rejected the file:\n{result.stderr}"
     resolved = yaml.safe_load(result.stdout)
     return resolved["services"]
 
 
 def command_of(service: dict[str, Any]) -> list[str]:
     command = service.get("command", [])
-    return (
-        shlex.split(command)
-        if isinstance(command, str)
-        else [str(part) for part in command]
-    )
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
 
 
 def device_of(service: dict[str, Any]) -> str | None:
@@ -108,11 +98,7 @@ def ytm_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 
 def workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {
-        n: s
-        for n, s in ytm_services(services).items()
-        if command_of(s)[:1] == ["worker"]
-    }
+    return {n: s for n, s in ytm_services(services).items() if command_of(s)[:1] == ["worker"]}
 
 
 def dockerfile_env(text: str) -> dict[str, str]:
@@ -132,9 +118,7 @@ def dockerfile_env(text: str) -> dict[str, str]:
 
 def dockerfile_instruction(text: str, name: str) -> str | None:
     """The argument of the last ``name`` instruction (the one that takes effect)."""
-    found = re.findall(
-        rf"^\s*{name}\s+(.+?)\s*$", text, flags=re.MULTILINE | re.IGNORECASE
-    )
+    found = re.findall(rf"^\s*{name}\s+(.+?)\s*$", text, flags=re.MULTILINE | re.IGNORECASE)
     return found[-1] if found else None
 
 
@@ -148,18 +132,14 @@ def test_compose_defines_the_broker_registry_monitor_and_workers(
     # When a user lists its services
     names = set(services)
     # Then redis, postgres, flower, two GPU workers and a CPU worker are all there
-    assert EXPECTED_SERVICES <= names, f"missing: {sorted(EXPECTED_SERVICES - names)}"
+    assert names >= EXPECTED_SERVICES, f"missing: {sorted(EXPECTED_SERVICES - names)}"
 
 
 def test_each_gpu_worker_reserves_exactly_the_gpu_its_command_names(
     services: dict[str, dict[str, Any]],
 ) -> None:
     # Given the workers whose command asks for a CUDA device
-    gpu_workers = {
-        n: s
-        for n, s in workers(services).items()
-        if str(device_of(s)).startswith("cuda:")
-    }
+    gpu_workers = {n: s for n, s in workers(services).items() if str(device_of(s)).startswith("cuda:")}
     assert {"worker-gpu0", "worker-gpu1"} <= set(gpu_workers)
 
     for name, service in gpu_workers.items():
@@ -172,17 +152,10 @@ def test_each_gpu_worker_reserves_exactly_the_gpu_its_command_names(
         assert reservation.get("driver") == "nvidia", name
         assert "gpu" in reservation.get("capabilities", []), name
         assert [str(i) for i in reservation.get("device_ids", [])] == [index], name
-        assert "count" not in reservation, (
-            f"{name}: count would hand it more than its own GPU"
-        )
+        assert "count" not in reservation, f"{name}: count would hand it more than its own GPU"
 
     # And no two workers are given the same GPU
-    claimed = [
-        str(i)
-        for s in gpu_workers.values()
-        for r in gpu_reservations(s)
-        for i in r["device_ids"]
-    ]
+    claimed = [str(i) for s in gpu_workers.values() for r in gpu_reservations(s) for i in r["device_ids"]]
     assert len(claimed) == len(set(claimed)), claimed
     assert device_of(services["worker-gpu0"]) == "cuda:0"
     assert device_of(services["worker-gpu1"]) == "cuda:1"
@@ -211,10 +184,7 @@ def test_workers_and_flower_share_the_data_volume_and_settings(
         assert ("ytm-data", "/data") in mounts_of(service), name
 
     # And they all point at the same Redis, registry, storage root and node name
-    settings = {
-        name: {k: s["environment"].get(k) for k in SHARED_SETTINGS}
-        for name, s in consumers.items()
-    }
+    settings = {name: {k: s["environment"].get(k) for k in SHARED_SETTINGS} for name, s in consumers.items()}
     first = next(iter(settings.values()))
     assert all(value is not None for value in first.values()), first
     assert all(s == first for s in settings.values()), settings
@@ -229,9 +199,7 @@ def test_postgres_keeps_its_own_volume(services: dict[str, dict[str, Any]]) -> N
     # When we read its mounts
     sources = {source for source, _ in mounts_of(services["postgres"])}
     # Then its data lives on a volume of its own, not on the shared artifact volume
-    assert ("postgres-data", "/var/lib/postgresql/data") in mounts_of(
-        services["postgres"]
-    )
+    assert ("postgres-data", "/var/lib/postgresql/data") in mounts_of(services["postgres"])
     assert "ytm-data" not in sources
 
 
@@ -258,9 +226,7 @@ def test_ytm_services_start_only_after_redis_and_postgres_are_healthy(
         depends_on = service.get("depends_on", {})
         # Then it waits until both are healthy
         for dependency in ("redis", "postgres"):
-            assert (
-                depends_on.get(dependency, {}).get("condition") == "service_healthy"
-            ), name
+            assert depends_on.get(dependency, {}).get("condition") == "service_healthy", name
 
 
 def test_every_ytm_command_in_the_compose_file_parses(
@@ -278,9 +244,7 @@ def test_every_ytm_command_in_the_compose_file_parses(
             build_parser().parse_args(command)
         except SystemExit as exc:
             # Then (on failure) the user sees which service has a command `ytm` rejects
-            pytest.fail(
-                f"{name}: `ytm {shlex.join(command)}` is rejected by the CLI (exit {exc.code})"
-            )
+            pytest.fail(f"{name}: `ytm {shlex.join(command)}` is rejected by the CLI (exit {exc.code})")
 
 
 # ---------------------------------------------------------------------------- Dockerfile

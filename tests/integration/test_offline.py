@@ -16,4 +16,3 @@ def test_the_network_is_really_unreachable():
     with socket.socket() as s:
         s.settimeout(3)
         assert s.connect_ex(("1.1.1.1", 443)) != 0
-

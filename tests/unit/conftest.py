@@ -66,4 +66,3 @@ def create_run(registry: Registry) -> Callable[..., Run]:
         return registry.create_run(**fields)
 
     return _create
-

@@ -41,9 +41,7 @@ def _image(path: Path, size: tuple[int, int] = (16, 16)) -> Path:
     return path
 
 
-def _yolo(
-    root: Path, labels: dict[str, str | None] | None = None, yaml_text: str | None = None, **keys: Any
-) -> Path:
+def _yolo(root: Path, labels: dict[str, str | None] | None = None, yaml_text: str | None = None, **keys: Any) -> Path:
     """A YOLO dataset: ``{"train/a": "0 0.5 ..."}`` makes images/train/a.png and labels/train/a.txt."""
     labels = {"train/a": BOX, "val/b": BOX} if labels is None else labels
     for key, text in labels.items():
@@ -87,9 +85,7 @@ def _error(dataset: Path) -> str:
         ("mnist160", "classify", 10, 80, 80),
     ],
 )
-def test_fixture_inspects_cleanly(
-    tmp_path: Path, name: str, task: str, n_names: int, n_train: int, n_val: int
-) -> None:
+def test_fixture_inspects_cleanly(tmp_path: Path, name: str, task: str, n_names: int, n_train: int, n_val: int) -> None:
     # Given
     dataset = _fixture(name, tmp_path)
 
@@ -293,9 +289,7 @@ def test_train_folder_without_images_is_rejected(tmp_path: Path) -> None:
     dataset = _yolo(tmp_path)
     (dataset / "images" / "empty").mkdir()
     (dataset / "images" / "empty" / "notes.txt").write_text("no pictures here")
-    (dataset / "data.yaml").write_text(
-        yaml.safe_dump({"train": "images/empty", "val": "images/val", "names": ["a"]})
-    )
+    (dataset / "data.yaml").write_text(yaml.safe_dump({"train": "images/empty", "val": "images/val", "names": ["a"]}))
 
     # When
     message = _error(dataset)
@@ -404,9 +398,7 @@ def test_label_file_that_is_not_text_is_rejected(tmp_path: Path) -> None:
 
 def test_polygon_labels_make_a_segment_dataset(tmp_path: Path) -> None:
     # Given
-    dataset = _yolo(
-        tmp_path, {"train/a": "0 0.1 0.1 0.5 0.1 0.3 0.6", "val/b": "1 0.1 0.1 0.5 0.1 0.3 0.6 0.2 0.9"}
-    )
+    dataset = _yolo(tmp_path, {"train/a": "0 0.1 0.1 0.5 0.1 0.3 0.6", "val/b": "1 0.1 0.1 0.5 0.1 0.3 0.6 0.2 0.9"})
 
     # When
     info = inspect_dataset(dataset)
@@ -451,10 +443,7 @@ def test_pose_row_with_the_wrong_keypoint_count_is_rejected(tmp_path: Path) -> N
     message = _error(dataset)
 
     # Then
-    assert (
-        f"{Path('labels/val/bad.txt')} line 1: 8 fields, a pose label with kpt_shape [2, 3] needs 11"
-        in message
-    )
+    assert f"{Path('labels/val/bad.txt')} line 1: 8 fields, a pose label with kpt_shape [2, 3] needs 11" in message
 
 
 def test_bad_kpt_shape_is_rejected(tmp_path: Path) -> None:
@@ -726,9 +715,7 @@ def test_checks_do_not_import_torch_or_ultralytics(tmp_path: Path) -> None:
     )
 
     # When
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
 
     # Then
     assert result.stdout.strip() == "[]"

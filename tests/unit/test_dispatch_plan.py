@@ -297,11 +297,6 @@ def test_the_plan_does_not_mutate_its_inputs() -> None:
     assert last_turn == {"alice": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: normalize_device lower-cases queue names but queue_for_device keeps the node's case, so a run "
-    "pinned to the queue of a worker on an upper-case host (e.g. 'gpu.GPUBOX.0') is never dispatched",
-)
 def test_a_run_pinned_to_a_queue_on_an_upper_case_host_can_be_dispatched() -> None:
     # Given a worker for cuda:0 on host "GPUBOX", and a run pinned to that worker's queue by name
     queue = queue_for_device("cuda:0", "GPUBOX")

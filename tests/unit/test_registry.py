@@ -75,9 +75,7 @@ def test_run_ids_are_unique(create_run: Callable[..., Run]) -> None:
     assert len(ids) == 20
 
 
-def test_a_duplicate_run_name_for_the_same_user_is_rejected(
-    registry: Registry, create_run: Callable[..., Run]
-) -> None:
+def test_a_duplicate_run_name_for_the_same_user_is_rejected(registry: Registry, create_run: Callable[..., Run]) -> None:
     # Given alice has a run named r1
     first = create_run(user_id="alice", run_name="r1")
 
@@ -119,9 +117,7 @@ def test_a_foreign_run_is_not_found_exactly_like_a_missing_one(
     assert registry.get_run(run.run_id, user_id="alice") == run
 
 
-def test_list_runs_filters_by_user_and_status_oldest_first(
-    registry: Registry, create_run: Callable[..., Run]
-) -> None:
+def test_list_runs_filters_by_user_and_status_oldest_first(registry: Registry, create_run: Callable[..., Run]) -> None:
     # Given runs of two users in different states
     a1 = create_run(user_id="alice")
     b1 = create_run(user_id="bob")

@@ -113,3 +113,14 @@ def test_a_request_for_a_workers_device_or_queue_matches_that_worker(device: str
     # Then that worker may take it
     assert device_matches(normalize_device(device), queue)
     assert device_matches(normalize_device(queue), queue)
+
+
+@pytest.mark.parametrize("queue", ["gpu.GPUBOX.0", "cpu.DESKTOP-7", "gpu.Node_a.3"])
+def test_a_queue_name_keeps_the_case_of_its_node(queue: str) -> None:
+    # Given the queue of a worker on a host whose name has capitals
+    # When a run asks for that queue by name
+    request = normalize_device(queue)
+
+    # Then the request is that exact queue, so the worker may take it
+    assert request == queue
+    assert device_matches(request, queue)

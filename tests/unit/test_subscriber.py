@@ -93,9 +93,7 @@ def _status(bus: EventBus, status: RunStatus, run_id: str = "run1", reason: str 
     return bus.publish(run_id, "alice", EventType.STATUS, status=status, reason=reason)
 
 
-def test_metrics_reach_on_metrics_in_order_once_including_earlier_events(
-    subscriber: Subscriber, bus: EventBus
-) -> None:
+def test_metrics_reach_on_metrics_in_order_once_including_earlier_events(subscriber: Subscriber, bus: EventBus) -> None:
     # Given two epochs were published before anyone followed the run
     _status(bus, RunStatus.RUNNING)
     _metrics(bus, 1)
@@ -194,6 +192,8 @@ def test_following_ends_at_a_terminal_status_and_follow_again_continues_without_
     # When the caller follows the run again without callbacks (as resume() does)
     subscriber.follow("run1")
     _metrics(bus, 4)
+    # (an event on the other run ends the subscriber's current blocking read, so it picks run1 up at once)
+    _metrics(bus, 2, run_id="other")
 
     # Then the remembered callbacks get what came since, once each, nothing repeated
     assert wait_until(lambda: recorder.epochs() == [1, 2, 3, 4])

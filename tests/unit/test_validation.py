@@ -154,11 +154,6 @@ def test_an_absolute_yaml_that_does_not_exist_is_rejected(tmp_path: Path, pretra
         resolve_base_model(str(tmp_path / "yolov8n.yaml"), pretrained)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validation._task_from_name only looks at the END of the stem (stem.endswith('-seg')), so shipped "
-    "yamls like yolov8n-seg-p6.yaml, yolov8n-pose-p6.yaml, yolov8-cls-resnet50.yaml resolve to task 'detect'",
-)
 @pytest.mark.parametrize(
     ("name", "task"),
     [
@@ -238,9 +233,7 @@ def test_a_zip_without_a_pickle_is_rejected(pretrained: Path) -> None:
         (b"ClassificationModel", "classify"),
     ],
 )
-def test_the_task_of_a_checkpoint_comes_from_its_model_class(
-    class_name: bytes, task: str, pretrained: Path
-) -> None:
+def test_the_task_of_a_checkpoint_comes_from_its_model_class(class_name: bytes, task: str, pretrained: Path) -> None:
     # Given an ultralytics checkpoint whose pickled model is of the given class
     _fake_checkpoint(pretrained / "best.pt", b"\x80\x02cultralytics.nn.tasks\n" + class_name + b"\nq\x00.")
 

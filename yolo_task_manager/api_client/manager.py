@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -82,12 +83,12 @@ class YoloTaskManager:
         self._subscriber.start()
 
     def _start_embedded(self, storage_backend: IStorage | None) -> None:
-        if storage_backend is not None and not isinstance(storage_backend, LocalFileSystemStorage):
-            if not self.settings.storage_factory:
-                raise InvalidInput(
-                    "the embedded worker cannot share a custom storage object: set settings.storage_factory "
-                    "('module:callable') so workers can build the same backend"
-                )
+        custom = storage_backend is not None and not isinstance(storage_backend, LocalFileSystemStorage)
+        if custom and not self.settings.storage_factory:
+            raise InvalidInput(
+                "the embedded worker cannot share a custom storage object: set settings.storage_factory "
+                "('module:callable') so workers can build the same backend"
+            )
         self._redis_server = EmbeddedRedis(self.settings.state_dir / "redis").start()
         self.settings = self.settings.replace(redis_url=self._redis_server.url)
         device = "cpu" if self.default_device in ("auto", "cpu") else self.default_device
@@ -152,10 +153,9 @@ class YoloTaskManager:
             return False
         self._rt.redis.set(self._rt.keys.stop_flag(run_id), 1)
         if run.status is RunStatus.QUEUED:
-            try:
+            # If it started meanwhile, its worker sees the flag.
+            with contextlib.suppress(InvalidTransition):
                 self._rt.transition(run_id, RunStatus.STOPPED, reason="stopped by user before it started")
-            except InvalidTransition:
-                pass  # it started meanwhile: its worker sees the flag
         return True
 
     def resume(self, user_id: str, run_id: str) -> None:
@@ -247,4 +247,3 @@ def _validate_callbacks(callbacks: Callbacks | None) -> dict[str, Callable[..., 
         if not callable(fn):
             raise InvalidInput(f"callback {name!r} is not callable")
     return dict(callbacks)
-

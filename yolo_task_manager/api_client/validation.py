@@ -140,9 +140,9 @@ def validate_hyp(hyp: dict[str, Any]) -> dict[str, Any]:
         default = defaults[key]
         if isinstance(default, bool) and not isinstance(value, bool):
             raise InvalidInput(f"training argument {key!r} must be true or false, got {value!r}")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float, list, tuple)):
-                raise InvalidInput(f"training argument {key!r} must be a number, got {value!r}")
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float, list, tuple))):
+            raise InvalidInput(f"training argument {key!r} must be a number, got {value!r}")
     imgsz = hyp.get("imgsz", 640)
     if isinstance(imgsz, int) and imgsz < 32:
         raise InvalidInput(f"imgsz must be at least 32, got {imgsz}")

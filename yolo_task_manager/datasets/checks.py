@@ -161,9 +161,7 @@ def _inspect_classification(root: Path) -> DatasetInfo:
             images[split.name] += found
     _raise_if(root, [empty, _verify_images([p for ps in images.values() for p in ps], root)])
     n_train, n_val = len(images["train"]), len(images[val.name])
-    return DatasetInfo(
-        root=root, task="classify", names=names, train_images=n_train, val_images=n_val, data_yaml=None
-    )
+    return DatasetInfo(root=root, task="classify", names=names, train_images=n_train, val_images=n_val, data_yaml=None)
 
 
 def _load_yaml(yaml_file: Path) -> dict[Any, Any]:

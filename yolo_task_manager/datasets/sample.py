@@ -10,9 +10,7 @@ __all__ = ["CLASSES", "make_sample_dataset"]
 CLASSES = ("square", "disc")
 
 
-def make_sample_dataset(
-    dest: str | Path, *, train: int = 16, val: int = 8, size: int = 96, seed: int = 0
-) -> Path:
+def make_sample_dataset(dest: str | Path, *, train: int = 16, val: int = 8, size: int = 96, seed: int = 0) -> Path:
     """Write a YOLO dataset with ``data.yaml`` under ``dest`` (replacing nothing that exists); return it."""
     from PIL import Image, ImageDraw
 
@@ -34,9 +32,7 @@ def make_sample_dataset(
                 color = tuple(rng.randint(150, 255) for _ in range(3))
                 shape = draw.rectangle if cls == 0 else draw.ellipse
                 shape([x0, y0, x0 + w, y0 + w], fill=color)
-                lines.append(
-                    f"{cls} {(x0 + w / 2) / size:.6f} {(y0 + w / 2) / size:.6f} {w / size:.6f} {w / size:.6f}"
-                )
+                lines.append(f"{cls} {(x0 + w / 2) / size:.6f} {(y0 + w / 2) / size:.6f} {w / size:.6f} {w / size:.6f}")
             image.save(dest / "images" / split / f"{split}_{i:03d}.png")
             (dest / "labels" / split / f"{split}_{i:03d}.txt").write_text("\n".join(lines) + "\n")
     names = "\n".join(f"  {i}: {name}" for i, name in enumerate(CLASSES))

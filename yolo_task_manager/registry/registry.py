@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Engine, Row
@@ -123,7 +123,9 @@ class Registry:
                     + (f" (attempt {attempt} no longer owns it)" if attempt is not None else "")
                 )
             conn.execute(
-                insert(run_events).values(run_id=run_id, from_status=before, to_status=to.value, reason=reason, at=_now())
+                insert(run_events).values(
+                    run_id=run_id, from_status=before, to_status=to.value, reason=reason, at=_now()
+                )
             )
         return self.get_run(run_id)
 
@@ -189,11 +191,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every one we stored was UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
+    """Aware UTC: SQLite hands back naive datetimes (every one we stored was UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _to_run(row: Row[Any]) -> Run:
@@ -211,7 +217,7 @@ def _to_run(row: Row[Any]) -> Run:
         hyp=dict(m["hyp"] or {}),
         attempt=m["attempt"],
         queue=m["queue"],
-        created_at=_utc(m["created_at"]),  # type: ignore[arg-type]
+        created_at=_utc(m["created_at"]),
         dispatched_at=_utc(m["dispatched_at"]),
         started_at=_utc(m["started_at"]),
         finished_at=_utc(m["finished_at"]),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 
 from yolo_task_manager.errors import InvalidInput
+from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage.base import IStorage
 from yolo_task_manager.storage.local_fs import LocalFileSystemStorage
-from yolo_task_manager.settings import Settings
 
 __all__ = ["IStorage", "LocalFileSystemStorage", "storage_from_settings"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from pathlib import Path
@@ -39,10 +40,8 @@ def execute_run(rt: Any, run_id: str, attempt: int) -> str:
         _finish(rt, run, outcome)
         return outcome.status.value
     finally:
-        try:
+        with contextlib.suppress(redis.exceptions.LockError):
             lease.release()
-        except redis.exceptions.LockError:
-            pass
         if not rt.shutting_down.is_set():
             rt.dispatcher.tick()
 

@@ -29,7 +29,9 @@ def pin_device(device: str, environ: dict[str, str] | os._Environ[str] = os.envi
     visible = environ.get("NVIDIA_VISIBLE_DEVICES", "")
     ids = visible.split(",") if visible else []
     # In a container given GPU N alone, CUDA calls it 0: pin by its position in the list.
-    environ["CUDA_VISIBLE_DEVICES"] = str(ids.index(index)) if ids and all(i.isdigit() for i in ids) and index in ids else index
+    environ["CUDA_VISIBLE_DEVICES"] = (
+        str(ids.index(index)) if ids and all(i.isdigit() for i in ids) and index in ids else index
+    )
     probe = "import torch; print(torch.cuda.device_count())"
     out = subprocess.run([sys.executable, "-c", probe], env=dict(environ), capture_output=True, text=True)
     if out.returncode != 0 or out.stdout.strip() in ("", "0"):

@@ -6,6 +6,7 @@ enforces stop and time limits (then kills the group), and says how the child end
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -109,15 +110,15 @@ class TrainingSupervisor:
                     elif self._asked is None:
                         self._check_requests(child, now - started)
                 if self._asked is not None and now - self._asked_at > settings.stop_grace:
-                    log.warning("run %s ignored the stop request for %ss: killing it", self.run.run_id, settings.stop_grace)
+                    log.warning(
+                        "run %s ignored the stop request for %ss: killing it", self.run.run_id, settings.stop_grace
+                    )
                     _kill_group(child)
 
     def _ask(self, child: subprocess.Popen[bytes], why: RunStatus) -> None:
         self._asked, self._asked_at = why, time.monotonic()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGUSR1)  # the child alone: SIGUSR1 would kill its data loaders
-        except ProcessLookupError:
-            pass
 
     def _check_requests(self, child: subprocess.Popen[bytes], elapsed: float) -> None:
         if self.rt.shutting_down.is_set():
@@ -186,7 +187,9 @@ class TrainingSupervisor:
             return Outcome(status=RunStatus.INTERRUPTED, reason="worker shut down")
         if self._error:
             prefix = "out of memory: " if self._error.get("kind") == "oom" else ""
-            return Outcome(status=RunStatus.FAILED, reason=f"{prefix}{self._error['message']}\n{self._error['traceback']}")
+            return Outcome(
+                status=RunStatus.FAILED, reason=f"{prefix}{self._error['message']}\n{self._error['traceback']}"
+            )
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (SIGKILL from outside is often the kernel's out-of-memory killer)" if code == -9 else ""
@@ -200,8 +203,6 @@ class TrainingSupervisor:
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     child.wait()

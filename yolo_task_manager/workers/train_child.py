@@ -130,7 +130,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
             **spec["hyp"], data=spec["data"], epochs=spec["epochs"], device=spec["device"],
             project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
         )  # fmt: skip
-    trainer = model.trainer
+    trainer: Any = model.trainer
     emit(
         type="result",
         best=str(trainer.best),

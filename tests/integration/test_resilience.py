@@ -1,0 +1,73 @@
+"""Redis restarting under a training, and the time limit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TINY, Stack, is_resumable, wait_for
+from yolo_task_manager import RunStatus
+from yolo_task_manager.broker.embedded import EmbeddedRedis
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):
+    server = EmbeddedRedis(tmp_path / "own-redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_stack(stack: Stack, own_redis: EmbeddedRedis):
+    """The stack's settings, on a Redis server this test may restart."""
+    stack.settings = stack.settings.replace(redis_url=own_redis.url)
+    stack.redis = stack.redis.from_url(own_redis.url)
+    return stack
+
+
+def test_a_redis_restart_mid_training_loses_no_event_and_no_run(own_stack: Stack, own_redis: EmbeddedRedis, shapes):
+    # Given: a 6-epoch training that has reported its first epoch
+    own_stack.start_worker()
+    mgr = own_stack.manager()
+    seen: list[int] = []
+    run_id = mgr.train("fay", "yolov8n.pt", str(shapes), epochs=6, run_name="weather",
+                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+    wait_for(lambda: seen, 300, "epoch 1")
+
+    # When: Redis goes away for 3 seconds and comes back on the same port and data
+    own_redis.stop()
+    time.sleep(3)
+    own_redis.start()
+    run = mgr.wait("fay", run_id, timeout=300)
+
+    # Then: the run completed once; every epoch reached the registry and the caller, once, in order
+    assert run.status is RunStatus.COMPLETED, run.reason
+    assert [to for _, to, _, _ in mgr._rt.registry.get_transitions(run_id)] == ["queued", "running", "completed"]
+    assert [e for e, _ in mgr.get_metrics("fay", run_id)] == [1, 2, 3, 4, 5, 6]
+    wait_for(lambda: len(seen) >= 6, 30, "all epochs")
+    assert seen == [1, 2, 3, 4, 5, 6]
+    history = mgr._rt.bus.history(run_id)
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+
+
+def test_max_duration_ends_the_run_timed_out_with_a_resumable_checkpoint(stack: Stack, shapes: Path):
+    # Given: a long training allowed 8 seconds
+    stack.start_worker()
+    mgr = stack.manager()
+    seen: list[int] = []
+    run_id = mgr.train("gus", "yolov8n.pt", str(shapes), epochs=50, run_name="slow", max_duration="8s",
+                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+
+    # When
+    run = mgr.wait("gus", run_id, timeout=300)
+
+    # Then
+    assert run.status is RunStatus.TIMED_OUT and run.reason == "ran past max_duration=8s"
+    last = stack.settings.storage_root / "gus" / "runs" / run_id / "train" / "weights" / "last.pt"
+    if seen:  # an epoch finished within the limit, so a checkpoint exists
+        assert is_resumable(last)
+    assert len(seen) < 50
