@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
           " process that spawned it; VmHWM belongs to the new image alone, so the ratios use VmHWM.)")
     print("\nproducer phases (medians): "
           f"construct {med('producer', 'construct_s') * 1000:.0f} ms, train() {med('producer', 'train_s') * 1000:.0f} ms, "
-          f"train() -> QUEUED event in callback {med('producer', 'event_s') * 1000:.0f} ms")  # fmt: skip
+          f"train() start -> QUEUED event in the callback {med('producer', 'event_s') * 1000:.0f} ms")  # fmt: skip
     print(fmt_table(["ratio producer / import ultralytics", "value"], [
         ["import time", f"{med('producer', 'import_s') / med('ultralytics', 'import_s'):.3f}"],
         ["peak RSS (VmHWM)", f"{med('producer', 'rss_mib') / med('ultralytics', 'rss_mib'):.3f}"],

@@ -41,7 +41,7 @@ class Settings:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
         for name in ("global_limit", "per_user_limit"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInput(f"{name} must be a positive integer or None, got {value!r}")
         if self.heartbeat_interval * 2 > self.lease_ttl:
             raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")

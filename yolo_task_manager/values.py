@@ -119,3 +119,15 @@ class ModelMeta:
     imgsz: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)
+    """Export key (format, plus options when given) -> stored path."""
+    trained_on: str | None = None
+    """The queue (device) that trained it; inference goes there by default."""
+
+    @property
+    def key_metric(self) -> tuple[str, float] | None:
+        """("mAP50-95", value) for detection-like tasks, ("top1", value) for classification."""
+        for key, label in (("metrics/accuracy_top1", "top1"), ("metrics/mAP50-95(M)", "mAP50-95"),
+                           ("metrics/mAP50-95(P)", "mAP50-95"), ("metrics/mAP50-95(B)", "mAP50-95")):  # fmt: skip
+            if key in self.metrics:
+                return label, self.metrics[key]
+        return None

@@ -175,3 +175,16 @@ def test_key_prefixes_keep_deployments_apart(redis_client: fakeredis.FakeRedis) 
     # Then each has its own numbering and history
     assert event.seq == 1
     assert len(prod.history("run1")) == 1
+
+
+def test_an_event_with_an_unknown_field_is_refused_before_it_is_stored(bus: EventBus) -> None:
+    # Given a run with one good event
+    bus.publish("run1", "alice", EventType.STATUS, status=RunStatus.RUNNING)
+
+    # When a publisher passes a field that events do not have
+    # Then it is refused (TypeError today; InvalidInput, a ValueError, would do as well)
+    with pytest.raises((TypeError, ValueError)):
+        bus.publish("run1", "alice", EventType.LOG, message="hello")
+
+    # And the run's history is still readable and holds only the good event
+    assert [e.seq for e in bus.history("run1")] == [1]

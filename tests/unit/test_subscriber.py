@@ -229,11 +229,6 @@ def test_close_stops_the_thread_even_when_nothing_is_followed(redis_client: fake
     assert not sub.is_alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Subscriber.run advances _last_id for every entry of a batch even after _deliver unfollowed the run "
-    "at a terminal status, so events after the terminal one in the same XREAD batch are skipped for good",
-)
 def test_events_after_a_terminal_status_in_the_same_batch_are_delivered_after_follow_again(
     subscriber: Subscriber, bus: EventBus
 ) -> None:
@@ -253,11 +248,6 @@ def test_events_after_a_terminal_status_in_the_same_batch_are_delivered_after_fo
     assert wait_until(lambda: recorder.epochs() == [1, 2], timeout=1.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Subscriber._deliver unfollows the run AFTER the callbacks ran, so a follow() made while the "
-    "terminal status callback runs (e.g. an on_status that calls resume()) is undone and later events are lost",
-)
 def test_a_resume_from_inside_on_status_keeps_the_run_followed(subscriber: Subscriber, bus: EventBus) -> None:
     # Given callbacks whose on_status resumes a timed-out run right away (follow() is what resume() calls)
     epochs: list[int | None] = []

@@ -70,11 +70,17 @@ class Subscriber(threading.Thread):
             for stream, entries in replies or []:
                 run_id = stream.decode().split(":")[-2]
                 for entry_id, fields in entries:
-                    self._deliver(run_id, Event.from_json(fields[b"event"]))
+                    if run_id not in self._followed:
+                        break  # unfollowed at a terminal event: the rest waits for the next follow()
                     self._last_id[run_id] = entry_id
+                    self._deliver(run_id, Event.from_json(fields[b"event"]))
 
     def _deliver(self, run_id: str, event: Event) -> None:
         callbacks = self._followed.get(run_id, {})
+        if event.type is EventType.STATUS and event.status in TERMINAL:
+            # Before the callbacks, so that one calling resume() (and so follow()) keeps the run followed.
+            with self._lock:
+                self._followed.pop(run_id, None)
         try:
             if event.type is EventType.METRICS and "on_metrics" in callbacks:
                 callbacks["on_metrics"](run_id, event.epoch, event.metrics)
@@ -84,6 +90,3 @@ class Subscriber(threading.Thread):
                 callbacks["on_event"](event)
         except Exception:  # noqa: BLE001 - a failing callback must not stop the others
             log.exception("callback for run %s raised on event %s", run_id, event.seq)
-        if event.type is EventType.STATUS and event.status in TERMINAL:
-            with self._lock:
-                self._followed.pop(run_id, None)

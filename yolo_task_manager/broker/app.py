@@ -6,14 +6,23 @@ from celery import Celery
 
 from yolo_task_manager.settings import Settings
 
-__all__ = ["TRAIN_TASK", "create_app"]
+__all__ = ["EXPORT_TASK", "INFER_TASK", "TRAIN_TASK", "create_app", "infer_queue"]
 
 TRAIN_TASK = "ytm.train"
+INFER_TASK = "ytm.infer"
+EXPORT_TASK = "ytm.export"
+
+
+def infer_queue(queue: str) -> str:
+    """The queue of a device's inference and export tasks, served beside its one training."""
+    return f"{queue}.infer"
 
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app on ``settings.redis_url`` with the package's tasks registered."""
-    app = Celery("yolo_task_manager", broker=settings.redis_url, set_as_current=False)
+    app = Celery(
+        "yolo_task_manager", broker=settings.redis_url, backend=settings.redis_url, set_as_current=False
+    )
     app.conf.update(
         # A message is acknowledged only once its run reached a final state, so a dead worker's
         # run is never lost; the run's lease (not Celery) prevents it from training twice.
@@ -21,6 +30,8 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
+        result_expires=3600,
+        result_serializer="json",
         # Recovery is the lease's job; a long visibility timeout keeps a healthy, long training
         # from being redelivered to a second worker.
         broker_transport_options={

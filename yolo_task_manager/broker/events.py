@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import redis
 
 from yolo_task_manager.broker.keys import Keys
-from yolo_task_manager.values import Event, EventType
+from yolo_task_manager.values import Event, EventType, RunStatus
 
 __all__ = ["EventBus"]
 
@@ -36,9 +35,12 @@ class EventBus:
         self._maxlen = (run_maxlen, user_maxlen)
 
     def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> Event:
-        body = {"run_id": run_id, "user_id": user_id, "type": type.value, "ts": time.time(), **fields}
-        if "status" in body and body["status"] is not None:
-            body["status"] = getattr(body["status"], "value", body["status"])
+        # Build the event first: a bad field must fail here, not after it was stored.
+        if fields.get("status") is not None:
+            fields["status"] = RunStatus(fields["status"])
+        event = Event(run_id=run_id, user_id=user_id, seq=0, type=type, **fields)
+        body = json.loads(event.to_json())
+        del body["seq"]
         k = self.keys
         raw = self._script(
             keys=[

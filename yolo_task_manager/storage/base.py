@@ -46,6 +46,14 @@ class IStorage(Protocol):
         """A local path to the model's weights; raise ``NotFound`` when there is none."""
         ...
 
+    def add_export(self, user_id: str, model_name: str, key: str, src_path: Path) -> Path:
+        """Store an exported file or folder beside the model under ``key`` and list it in its metadata."""
+        ...
+
+    def predictions_dir(self, user_id: str, request_id: str) -> Path:
+        """A local folder (created on demand) for one inference request's annotated images."""
+        ...
+
     def run_dir(self, user_id: str, run_id: str) -> Path:
         """A local folder (created on demand) for a run's checkpoints, logs and plots."""
         ...

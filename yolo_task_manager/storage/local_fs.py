@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -105,10 +107,43 @@ class LocalFileSystemStorage:
     def get_model_path(self, user_id: str, model_name: str) -> Path:
         return self.get_model(user_id, model_name).path
 
+    def add_export(self, user_id: str, model_name: str, key: str, src_path: Path) -> Path:
+        folder = self._model_dir(user_id, model_name)
+        src_path = Path(src_path)
+        final = folder / "exports" / validate_id(key, "export key") / src_path.name
+        with _locked(folder):
+            meta = json.loads((folder / META).read_text())
+            if key in meta.get("exports", {}) and (folder / meta["exports"][key]).exists():
+                return folder / meta["exports"][key]
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src_path, final)  # same volume: atomic, file or folder
+            meta.setdefault("exports", {})[key] = str(final.relative_to(folder))
+            tmp = folder / f".{META}.{uuid.uuid4().hex}"
+            tmp.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp, folder / META)
+        return final
+
+    def predictions_dir(self, user_id: str, request_id: str) -> Path:
+        path = self.root / validate_id(user_id, "user_id") / "predictions" / validate_id(request_id, "request_id")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def run_dir(self, user_id: str, run_id: str) -> Path:
         path = self.root / validate_id(user_id, "user_id") / "runs" / validate_id(run_id, "run_id")
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a model's metadata, across processes sharing the volume."""
+    try:
+        handle = open(folder / ".lock", "a")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise NotFound(f"model {folder.name!r} is gone (deleted meanwhile?): see list_models()") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _read_meta(folder: Path) -> ModelMeta:
@@ -125,5 +160,6 @@ def _read_meta(folder: Path) -> ModelMeta:
         run_id=data.get("run_id"),
         imgsz=data.get("imgsz"),
         metrics=dict(data.get("metrics", {})),
-        exports=dict(data.get("exports", {})),
+        exports={key: str(folder / rel) for key, rel in data.get("exports", {}).items()},
+        trained_on=data.get("trained_on"),
     )

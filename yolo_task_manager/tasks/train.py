@@ -93,6 +93,7 @@ def _publish_model(rt: Any, run: Run, result: dict[str, Any]) -> None:
         "run_id": run.run_id,
         "imgsz": result.get("imgsz"),
         "metrics": result.get("metrics", {}),
+        "trained_on": run.queue,
     }
     try:
         rt.storage.save_model(run.user_id, Path(result["best"]), run.run_name, list(result["names"]), meta=meta)

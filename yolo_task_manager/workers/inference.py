@@ -1,0 +1,169 @@
+"""Inference inside a worker: a bounded LRU of loaded models, and results as ``Prediction`` dicts.
+
+Imports ultralytics; only worker processes load this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from yolo_task_manager.datasets import IMAGE_SUFFIXES
+from yolo_task_manager.errors import InvalidInput, NotFound
+
+__all__ = ["VIDEO_SUFFIXES", "ModelCache", "predict"]
+
+VIDEO_SUFFIXES = frozenset({".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv",
+                            ".webm"})  # fmt: skip
+
+
+class ModelCache:
+    """Loaded models by file identity, so a replaced or deleted model is never served from memory."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, path: Path, task: str) -> Any:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise NotFound(f"the model file {path.name} is gone (deleted meanwhile?): see list_models()") from None
+        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            for stale in [k for k in self._models if k[0] == key[0] and k != key]:
+                del self._models[stale]
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        from ultralytics import YOLO
+
+        model = YOLO(str(path), task=task)
+        self.loads += 1
+        with self._lock:
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        return model
+
+
+def _expand(sources: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
+    """(label, kind, payload) for each input: kind is "image", "array", "video" or "error"."""
+    import cv2
+    import numpy as np
+
+    for i, source in enumerate(sources):
+        if "data" in source:
+            array = cv2.imdecode(np.frombuffer(base64.b64decode(source["data"]), np.uint8), cv2.IMREAD_COLOR)
+            name = source.get("name") or f"image_{i}.jpg"
+            yield (name, "array", array) if array is not None else (name, "error", "not a readable image")
+            continue
+        path = Path(source["path"])
+        if any(ch in source["path"] for ch in "*?["):
+            matches = sorted(glob.glob(source["path"]))
+            yield from _expand([{"path": m} for m in matches]) if matches else [(source["path"], "error", "no file matches")]
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            yield from _expand([{"path": str(p)} for p in files])
+        elif not path.is_file():
+            yield str(path), "error", "no such file"
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            yield str(path), "video", path
+        else:
+            array = cv2.imread(str(path))
+            yield (str(path), "array", array) if array is not None else (str(path), "error", "not a readable image")
+
+
+def _detections(result: Any) -> list[dict[str, Any]]:
+    names = result.names
+    height, width = result.orig_shape
+    out: list[dict[str, Any]] = []
+    if result.obb is not None:
+        obb = result.obb
+        for xyxy, xywhr, cls, conf in zip(obb.xyxy.tolist(), obb.xywhr.tolist(), obb.cls.tolist(), obb.conf.tolist()):
+            out.append(_detection(names, cls, conf, xyxy, width, height, rotated_box=xywhr))
+        return out
+    if result.boxes is None:
+        return out
+    boxes = result.boxes
+    polygons = result.masks.xy if result.masks is not None else None
+    keypoints = result.keypoints.data.tolist() if result.keypoints is not None else None
+    for i, (xyxy, cls, conf) in enumerate(zip(boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist())):
+        out.append(
+            _detection(
+                names, cls, conf, xyxy, width, height,
+                polygon=polygons[i].tolist() if polygons is not None else None,
+                keypoints=keypoints[i] if keypoints is not None else None,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _detection(names: Any, cls: float, conf: float, xyxy: list[float], width: int, height: int, **extra: Any):  # type: ignore[no-untyped-def]
+    x1, y1, x2, y2 = xyxy
+    xywhn = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+    return {"class_id": int(cls), "class_name": str(names[int(cls)]), "confidence": round(float(conf), 5),
+            "box_xyxy": [round(v, 2) for v in xyxy], "box_xywhn": [round(v, 6) for v in xywhn],
+            "polygon": None, "keypoints": None, "rotated_box": None, **extra}  # fmt: skip
+
+
+def _prediction(result: Any, source: str, task: str, frame: int | None, annotated: Path | None) -> dict[str, Any]:
+    height, width = result.orig_shape
+    top_k: list[tuple[int, str, float]] = []
+    if result.probs is not None:
+        top_k = [(int(i), str(result.names[int(i)]), round(float(c), 5))
+                 for i, c in zip(result.probs.top5, result.probs.top5conf.tolist())]  # fmt: skip
+    if annotated is not None:
+        import cv2
+
+        annotated.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(annotated), result.plot())
+    return {"source": source, "frame": frame, "width": width, "height": height, "task": task,
+            "detections": _detections(result), "top_k": top_k,
+            "annotated_path": str(annotated) if annotated is not None else None, "error": None}  # fmt: skip
+
+
+def predict(
+    model: Any, task: str, sources: list[dict[str, Any]], opts: dict[str, Any], annotate_dir: Path | None
+) -> list[dict[str, Any]]:
+    """Predictions for every input, in input order; unreadable inputs get an error entry."""
+    items = list(_expand(sources))
+    if not items:
+        raise InvalidInput("no images to predict on: the paths, folders or globs matched nothing")
+    arrays = [(i, item) for i, item in enumerate(items) if item[1] == "array"]
+    out: dict[int, list[dict[str, Any]]] = {}
+    batch = 32
+    for start in range(0, len(arrays), batch):
+        chunk = arrays[start : start + batch]
+        results = model.predict([item[2] for _, item in chunk], verbose=False, batch=len(chunk), **opts)
+        for (i, (label, _, _)), result in zip(chunk, results):
+            name = Path(label).name if annotate_dir else None
+            out[i] = [_prediction(result, label, task, None, annotate_dir / name if name else None)]
+    for i, (label, kind, payload) in enumerate(items):
+        if kind == "error":
+            out[i] = [{"source": label, "task": task, "error": payload}]
+        elif kind == "video":
+            out[i] = _predict_video(model, task, label, payload, opts, annotate_dir)
+    return [p for i in range(len(items)) for p in out[i]]
+
+
+def _predict_video(model: Any, task: str, label: str, path: Path, opts: dict[str, Any], annotate_dir: Path | None):  # type: ignore[no-untyped-def]
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    readable = capture.isOpened() and capture.read()[0]
+    capture.release()
+    if not readable:
+        return [{"source": label, "task": task, "error": "not a readable video"}]
+    frames = []
+    for frame, result in enumerate(model.predict(str(path), stream=True, verbose=False, **opts)):
+        name = annotate_dir / f"{path.stem}_{frame:06d}.jpg" if annotate_dir else None
+        frames.append(_prediction(result, label, task, frame, name))
+    return frames
