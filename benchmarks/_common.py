@@ -8,6 +8,7 @@ Everything here starts is stopped by PID in ``Bench.close()``; the scratch folde
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -79,7 +80,7 @@ def fmt_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table (readable as plain text too)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
@@ -93,10 +94,18 @@ def _version(dist: str) -> str:
 
 def machine_info() -> dict[str, str]:
     """What the numbers were measured on, read without importing torch or ultralytics."""
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor() or "?",
-    ) if Path("/proc/cpuinfo").is_file() else platform.processor()  # fmt: skip
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor() or "?",
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else platform.processor()
+    )
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
     redis_version = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True).stdout
     gpu = "none (CPU only)"
@@ -197,8 +206,12 @@ class Bench:
     def settings(self, **overrides: Any) -> Settings:
         """Fresh storage root, key prefix and node name on the shared Redis; default intervals otherwise."""
         tag = uuid.uuid4().hex[:8]
-        values: dict[str, Any] = {"storage_root": self.root / f"store-{tag}", "redis_url": self.redis_url,
-                                  "key_prefix": f"bench{tag}", "node": f"bench{tag}"}  # fmt: skip
+        values: dict[str, Any] = {
+            "storage_root": self.root / f"store-{tag}",
+            "redis_url": self.redis_url,
+            "key_prefix": f"bench{tag}",
+            "node": f"bench{tag}",
+        }
         values.update(overrides)
         return Settings(**values)
 
@@ -221,9 +234,22 @@ class Bench:
         started = time.perf_counter()
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [PY, "-m", "yolo_task_manager.cli", "worker", "--device", "cpu", "--exit-with-parent", str(os.getpid())],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                [
+                    PY,
+                    "-m",
+                    "yolo_task_manager.cli",
+                    "worker",
+                    "--device",
+                    "cpu",
+                    "--exit-with-parent",
+                    str(os.getpid()),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.workers.append(proc)
         key = Keys(settings.key_prefix).worker(queue_for_device("cpu", settings.node))
         client = redis.Redis.from_url(self.redis_url)
@@ -258,10 +284,8 @@ class Bench:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group id is its pid
-                except ProcessLookupError:
-                    pass
                 proc.wait()
         self.workers.clear()
         if self.redis is not None:

@@ -75,14 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--wait-poll", type=float, default=0.0, metavar="SECONDS",
-                        help="also poll mgr.wait() at this interval while training (default: no polling; the "
-                             "terminal status event ends each run)")  # fmt: skip
+    parser.add_argument(
+        "--wait-poll",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also poll mgr.wait() at this interval while training (default: no polling; the "
+        "terminal status event ends each run)",
+    )
     args = parser.parse_args(argv)
-    print_header("bench_metrics_latency: child epoch end -> caller's on_metrics",
-                 {"runs": args.runs, "epochs per run": args.epochs, "train args": TINY, "base model": BASE_MODEL,
-                  "train.log polling interval": "5 ms",
-                  "registry polling by the caller": f"mgr.wait(poll={args.wait_poll})" if args.wait_poll else "none"})  # fmt: skip
+    print_header(
+        "bench_metrics_latency: child epoch end -> caller's on_metrics",
+        {
+            "runs": args.runs,
+            "epochs per run": args.epochs,
+            "train args": TINY,
+            "base model": BASE_MODEL,
+            "train.log polling interval": "5 ms",
+            "registry polling by the caller": f"mgr.wait(poll={args.wait_poll})" if args.wait_poll else "none",
+        },
+    )
 
     samples: list[dict[str, float]] = []
     with Bench() as bench:
@@ -99,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                 on_metrics_epochs: list[int] = []
                 done = threading.Event()
 
-                def on_event(event: Event, received: dict[int, tuple[float, float]] = received,
-                             checkpoints: dict[int, float] = checkpoints, done: threading.Event = done) -> None:  # fmt: skip
+                def on_event(
+                    event: Event,
+                    received: dict[int, tuple[float, float]] = received,
+                    checkpoints: dict[int, float] = checkpoints,
+                    done: threading.Event = done,
+                ) -> None:
                     now = time.time()
                     if event.type is EventType.METRICS and event.epoch is not None:
                         received[event.epoch] = (now, event.ts)
@@ -109,11 +125,20 @@ def main(argv: list[str] | None = None) -> int:
                     elif event.type is EventType.STATUS and event.status in TERMINAL:
                         done.set()
 
-                callbacks = {"on_event": on_event,
-                             "on_metrics": lambda run_id, epoch, m, seen=on_metrics_epochs: seen.append(epoch)}
+                callbacks = {
+                    "on_event": on_event,
+                    "on_metrics": lambda run_id, epoch, m, seen=on_metrics_epochs: seen.append(epoch),
+                }
                 dataset = bench.dataset(f"latency-{r}")
-                run_id = mgr.train(USER, BASE_MODEL, str(dataset), epochs=args.epochs, run_name=f"latency-{r}",
-                                   callbacks=callbacks, **TINY)  # fmt: skip
+                run_id = mgr.train(
+                    USER,
+                    BASE_MODEL,
+                    str(dataset),
+                    epochs=args.epochs,
+                    run_name=f"latency-{r}",
+                    callbacks=callbacks,
+                    **TINY,
+                )
                 watcher = LogWatcher(storage.run_dir(USER, run_id) / "train.log")
                 watcher.start()  # the file appears when the worker starts the child, well after this
                 if args.wait_poll:
@@ -128,14 +153,18 @@ def main(argv: list[str] | None = None) -> int:
                 if run.status is not RunStatus.COMPLETED:
                     raise RuntimeError(f"run {run_id} ended {run.status.value}: {run.reason}")
                 with registry.engine.connect() as conn:
-                    rows = conn.execute(select(metrics_table.c.epoch, metrics_table.c.at)
-                                        .where(metrics_table.c.run_id == run_id)).all()  # fmt: skip
-                recorded = {row.epoch: _ts(row.at) for row in rows}
+                    db_rows = conn.execute(
+                        select(metrics_table.c.epoch, metrics_table.c.at).where(metrics_table.c.run_id == run_id)
+                    ).all()
+                recorded = {row.epoch: _ts(row.at) for row in db_rows}
                 logged = watcher.seen[: args.epochs]  # the extra last line is the final validation of best.pt
                 for epoch in range(1, args.epochs + 1):
                     callback, ts = received[epoch]
-                    sample = {"epoch": epoch, "publish_to_callback": callback - ts,
-                              "received_to_publish": ts - recorded[epoch]}  # fmt: skip
+                    sample = {
+                        "epoch": epoch,
+                        "publish_to_callback": callback - ts,
+                        "received_to_publish": ts - recorded[epoch],
+                    }
                     if epoch in checkpoints:
                         sample["checkpoint_to_received"] = recorded[epoch] - checkpoints[epoch]
                     if len(logged) == args.epochs:
@@ -144,20 +173,31 @@ def main(argv: list[str] | None = None) -> int:
                         if epoch in checkpoints:
                             sample["log_to_checkpoint"] = checkpoints[epoch] - logged[epoch - 1]
                     samples.append(sample)
-                print(f"run {r + 1}/{args.runs}: {len(received)} metrics events, on_metrics for epochs "
-                      f"{on_metrics_epochs}, {len(watcher.seen)} validation lines in train.log", flush=True)  # fmt: skip
+                print(
+                    f"run {r + 1}/{args.runs}: {len(received)} metrics events, on_metrics for epochs "
+                    f"{on_metrics_epochs}, {len(watcher.seen)} validation lines in train.log",
+                    flush=True,
+                )
         finally:
             registry.close()
 
     print()
-    rows = []
+    rows: list[list[object]] = []
     for key, what in [
         ("publish_to_callback", "worker publish (event ts) -> on_event in the caller: Redis stream, XREAD, JSON"),
-        ("received_to_publish", "worker received the line (registry row at) -> publish: SQLite insert + commit"),
-        ("checkpoint_to_received", "checkpoint event published -> metrics line received: child's on_model_save -> "
-         "on_fit_epoch_end, pipe, worker"),
-        ("log_to_checkpoint", "child printed val summary -> checkpoint event published: results.csv, last.pt/best.pt "
-         "saves (child), pipe"),
+        (
+            "received_to_publish",
+            "worker received the line (registry row at) -> publish: registry write (SQLite insert, commit, close)",
+        ),
+        (
+            "checkpoint_to_received",
+            "checkpoint event published -> metrics line received: child's on_model_save -> "
+            "on_fit_epoch_end, pipe, worker",
+        ),
+        (
+            "log_to_checkpoint",
+            "child printed val summary -> checkpoint event published: results.csv, last.pt/best.pt saves (child), pipe",
+        ),
         ("log_to_received", "child printed val summary -> worker received the metrics line (sum of the two above)"),
         ("log_to_callback", "child printed val summary -> on_event in the caller (end to end)"),
     ]:
@@ -167,10 +207,21 @@ def main(argv: list[str] | None = None) -> int:
         if not values:
             rows.append([key, 0, "-", "-", "-", "-", "-", what])
             continue
-        rows.append([key, len(values), f"{percentile(values, 50):.1f}", f"{percentile(values, 99):.1f}",
-                     f"{max(values):.1f}", f"{percentile(first, 50):.1f}", f"{percentile(later, 50):.1f}", what])  # fmt: skip
-    print(fmt_table(["hop", "n", "p50 ms", "p99 ms", "max ms", "epoch 1 p50", "epochs 2+ p50", "what it includes"],
-                    rows))  # fmt: skip
+        rows.append(
+            [
+                key,
+                len(values),
+                f"{percentile(values, 50):.1f}",
+                f"{percentile(values, 99):.1f}",
+                f"{max(values):.1f}",
+                f"{percentile(first, 50):.1f}",
+                f"{percentile(later, 50):.1f}",
+                what,
+            ]
+        )
+    print(
+        fmt_table(["hop", "n", "p50 ms", "p99 ms", "max ms", "epoch 1 p50", "epochs 2+ p50", "what it includes"], rows)
+    )
     print(f"\n{len(samples)} epochs in all; with so few samples p99 is close to the maximum.")
     return 0
 

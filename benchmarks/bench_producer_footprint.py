@@ -14,8 +14,8 @@ Each process reports whether ``torch``/``ultralytics`` (and a few other heavy mo
 ``sys.modules``, its import time (``perf_counter`` around the imports) and its peak RSS, twice:
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` and ``VmHWM`` from ``/proc/self/status``. On Linux
 ``ru_maxrss`` survives ``exec``: a process spawned from this one (about 55 MiB) reports at least this
-one's RSS, so the ratios use ``VmHWM``, the high-water mark of the new process image alone. The parent measures each process's wall
-time. Medians and ratios are printed; the module check is reported, not asserted.
+one's RSS, so the ratios use ``VmHWM``, the high-water mark of the new process image alone. The parent
+measures each process's wall time. Medians and ratios are printed; the module check is reported, not asserted.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ ULTRALYTICS = (
 
 
 def producer_code(redis_url: str, root: str, prefix: str, dataset: str) -> str:
-    return f"""
+    return (
+        f"""
 import time
 t = time.perf_counter()
 import threading
@@ -76,15 +77,19 @@ client.close()
 mgr.close()
 extra = {{"construct_s": construct_s, "train_s": train_s, "event_s": event_s, "event_received": received,
           "first_event": events[0].status.value if events else None, "history_len": len(history)}}
-""" + _REPORT
+"""
+        + _REPORT
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args(argv)
-    print_header("bench_producer_footprint: producer process vs `import ultralytics`",
-                 {"repetitions": args.reps, "heavy modules checked": ", ".join(HEAVY)})
+    print_header(
+        "bench_producer_footprint: producer process vs `import ultralytics`",
+        {"repetitions": args.reps, "heavy modules checked": ", ".join(HEAVY)},
+    )
 
     results: dict[str, list[dict]] = {"bare": [], "producer": [], "ultralytics": []}
     with Bench() as bench:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         run_python("import ultralytics", env, bench.root)  # untimed warm-up of the page cache
         kinds = list(results)
         for rep in range(args.reps):
-            for kind in kinds[rep % 3:] + kinds[: rep % 3]:  # rotate the order
+            for kind in kinds[rep % 3 :] + kinds[: rep % 3]:  # rotate the order
                 if kind == "producer":
                     s = bench.settings()  # fresh storage root and key prefix: a first-time producer each time
                     code = producer_code(bench.redis_url, str(s.storage_root), s.key_prefix, dataset)
@@ -108,36 +113,72 @@ def main(argv: list[str] | None = None) -> int:
     print()
     prod = results["producer"]
     print("modules present in the producer process (every repetition):")
-    print(fmt_table(["module", "producer", "import ultralytics"],
-                    [[m, _all(prod, m), _all(results["ultralytics"], m)] for m in HEAVY]))  # fmt: skip
-    print(f"\nproducer: QUEUED event received by callback in {sum(r['event_received'] for r in prod)}/{len(prod)} "
-          f"processes; first event {prod[0]['first_event']!r}; bus.history length {prod[0]['history_len']}")
+    print(
+        fmt_table(
+            ["module", "producer", "import ultralytics"],
+            [[m, _all(prod, m), _all(results["ultralytics"], m)] for m in HEAVY],
+        )
+    )
+    print(
+        f"\nproducer: QUEUED event received by callback in {sum(r['event_received'] for r in prod)}/{len(prod)} "
+        f"processes; first event {prod[0]['first_event']!r}; bus.history length {prod[0]['history_len']}"
+    )
 
     def med(kind: str, key: str) -> float:
         return median(r[key] for r in results[kind])
 
     rows = []
-    for kind, label in [("bare", "python -c pass"), ("producer", "producer (import + construct + train + 1 event)"),
-                        ("ultralytics", "import ultralytics")]:  # fmt: skip
-        rows.append([label, f"{med(kind, 'import_s') * 1000:.0f}", f"{med(kind, 'rss_mib'):.0f}",
-                     f"{med(kind, 'maxrss_mib'):.0f}",
-                     f"{med(kind, 'wall_s'):.2f}", f"{med(kind, 'n_modules'):.0f}"])  # fmt: skip
+    for kind, label in [
+        ("bare", "python -c pass"),
+        ("producer", "producer (import + construct + train + 1 event)"),
+        ("ultralytics", "import ultralytics"),
+    ]:
+        rows.append(
+            [
+                label,
+                f"{med(kind, 'import_s') * 1000:.0f}",
+                f"{med(kind, 'rss_mib'):.0f}",
+                f"{med(kind, 'maxrss_mib'):.0f}",
+                f"{med(kind, 'wall_s'):.2f}",
+                f"{med(kind, 'n_modules'):.0f}",
+            ]
+        )
     print()
-    print(fmt_table(["process", "import ms", "peak RSS MiB (VmHWM)", "ru_maxrss MiB", "process wall s", "sys.modules"],
-                    rows))  # fmt: skip
-    print("(ru_maxrss keeps the high-water mark of the memory the process had before exec, i.e. of this benchmark\n"
-          " process that spawned it; VmHWM belongs to the new image alone, so the ratios use VmHWM.)")
-    print("\nproducer phases (medians): "
-          f"construct {med('producer', 'construct_s') * 1000:.0f} ms, train() {med('producer', 'train_s') * 1000:.0f} ms, "
-          f"train() start -> QUEUED event in the callback {med('producer', 'event_s') * 1000:.0f} ms")  # fmt: skip
-    print(fmt_table(["ratio producer / import ultralytics", "value"], [
-        ["import time", f"{med('producer', 'import_s') / med('ultralytics', 'import_s'):.3f}"],
-        ["peak RSS (VmHWM)", f"{med('producer', 'rss_mib') / med('ultralytics', 'rss_mib'):.3f}"],
-        ["peak RSS (VmHWM) above the bare interpreter",
-         f"{(med('producer', 'rss_mib') - med('bare', 'rss_mib')) / (med('ultralytics', 'rss_mib') - med('bare', 'rss_mib')):.3f}"],
-        ["process wall time (producer does more: construct, train, event)",
-         f"{med('producer', 'wall_s') / med('ultralytics', 'wall_s'):.3f}"],
-    ]))  # fmt: skip
+    print(
+        fmt_table(
+            ["process", "import ms", "peak RSS MiB (VmHWM)", "ru_maxrss MiB", "process wall s", "sys.modules"], rows
+        )
+    )
+    print(
+        "(ru_maxrss keeps the high-water mark of the memory the process had before exec, i.e. of this benchmark\n"
+        " process that spawned it; VmHWM belongs to the new image alone, so the ratios use VmHWM.)"
+    )
+    print(
+        "\nproducer phases (medians): "
+        f"construct {med('producer', 'construct_s') * 1000:.0f} ms, "
+        f"train() {med('producer', 'train_s') * 1000:.0f} ms, "
+        f"train() start -> QUEUED event in the callback {med('producer', 'event_s') * 1000:.0f} ms"
+    )
+    above_bare = (med("producer", "rss_mib") - med("bare", "rss_mib")) / (
+        med("ultralytics", "rss_mib") - med("bare", "rss_mib")
+    )
+    print(
+        fmt_table(
+            ["ratio producer / import ultralytics", "value"],
+            [
+                ["import time", f"{med('producer', 'import_s') / med('ultralytics', 'import_s'):.3f}"],
+                ["peak RSS (VmHWM)", f"{med('producer', 'rss_mib') / med('ultralytics', 'rss_mib'):.3f}"],
+                [
+                    "peak RSS (VmHWM) above the bare interpreter",
+                    f"{above_bare:.3f}",
+                ],
+                [
+                    "process wall time (producer does more: construct, train, event)",
+                    f"{med('producer', 'wall_s') / med('ultralytics', 'wall_s'):.3f}",
+                ],
+            ],
+        )
+    )
     return 0
 
 

@@ -26,9 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="submissions (default 200)")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
-    print_header("bench_submit: train() call latency, runs queue with no worker",
-                 {"submissions": args.n, "train args": {"epochs": args.epochs, **TINY}, "base model": BASE_MODEL,
-                  "callbacks": "none", "poll/sleep between calls": "none (back to back)"})  # fmt: skip
+    print_header(
+        "bench_submit: train() call latency, runs queue with no worker",
+        {
+            "submissions": args.n,
+            "train args": {"epochs": args.epochs, **TINY},
+            "base model": BASE_MODEL,
+            "callbacks": "none",
+            "poll/sleep between calls": "none (back to back)",
+        },
+    )
 
     latencies: list[float] = []
     imports: list[float] = []
@@ -56,25 +63,29 @@ def main(argv: list[str] | None = None) -> int:
 
     ms = [x * 1000 for x in latencies]
     head, tail = ms[:20], ms[-20:]
-    print(fmt_table(
-        ["measure", "value"],
-        [
-            ["YoloTaskManager(redis_url=...) construction", f"{construct * 1000:.1f} ms"],
-            ["train() first call", f"{ms[0]:.1f} ms"],
-            ["train() p50", f"{percentile(ms, 50):.1f} ms"],
-            ["train() p90", f"{percentile(ms, 90):.1f} ms"],
-            ["train() p99", f"{percentile(ms, 99):.1f} ms"],
-            ["train() max", f"{max(ms):.1f} ms"],
-            ["train() mean", f"{sum(ms) / len(ms):.1f} ms"],
-            ["train() median of calls 1-20", f"{median(head):.1f} ms"],
-            [f"train() median of calls {len(ms) - 19}-{len(ms)}", f"{median(tail):.1f} ms"],
-            [f"baseline: `python -c 'import ultralytics'` (median of {len(imports)})",
-             f"{median(imports) * 1000:.0f} ms  (runs: {', '.join(f'{x:.2f}' for x in imports)} s)"],
-            [f"baseline: `python -c pass` (median of {len(py_start)})", f"{median(py_start) * 1000:.0f} ms"],
-            ["train() p50 / import ultralytics", f"{percentile(ms, 50) / (median(imports) * 1000):.3f}"],
-            ["train() p99 / import ultralytics", f"{percentile(ms, 99) / (median(imports) * 1000):.3f}"],
-        ],
-    ))  # fmt: skip
+    print(
+        fmt_table(
+            ["measure", "value"],
+            [
+                ["YoloTaskManager(redis_url=...) construction", f"{construct * 1000:.1f} ms"],
+                ["train() first call", f"{ms[0]:.1f} ms"],
+                ["train() p50", f"{percentile(ms, 50):.1f} ms"],
+                ["train() p90", f"{percentile(ms, 90):.1f} ms"],
+                ["train() p99", f"{percentile(ms, 99):.1f} ms"],
+                ["train() max", f"{max(ms):.1f} ms"],
+                ["train() mean", f"{sum(ms) / len(ms):.1f} ms"],
+                ["train() median of calls 1-20", f"{median(head):.1f} ms"],
+                [f"train() median of calls {len(ms) - 19}-{len(ms)}", f"{median(tail):.1f} ms"],
+                [
+                    f"baseline: `python -c 'import ultralytics'` (median of {len(imports)})",
+                    f"{median(imports) * 1000:.0f} ms  (runs: {', '.join(f'{x:.2f}' for x in imports)} s)",
+                ],
+                [f"baseline: `python -c pass` (median of {len(py_start)})", f"{median(py_start) * 1000:.0f} ms"],
+                ["train() p50 / import ultralytics", f"{percentile(ms, 50) / (median(imports) * 1000):.3f}"],
+                ["train() p99 / import ultralytics", f"{percentile(ms, 99) / (median(imports) * 1000):.3f}"],
+            ],
+        )
+    )
     return 0
 
 

@@ -33,9 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reps = args.reps_pos or args.reps
 
-    print_header("bench_train: tiny training, plain ultralytics vs YoloTaskManager",
-                 {"repetitions": reps, "epochs": args.epochs, "train args": TINY, "base model": BASE_MODEL,
-                  "dataset": "make_sample_dataset(train=16, val=8, size=64), a fresh copy per training"})  # fmt: skip
+    print_header(
+        "bench_train: tiny training, plain ultralytics vs YoloTaskManager",
+        {
+            "repetitions": reps,
+            "epochs": args.epochs,
+            "train args": TINY,
+            "base model": BASE_MODEL,
+            "dataset": "make_sample_dataset(train=16, val=8, size=64), a fresh copy per training",
+        },
+    )
     rows, plain, ours, breakdown = [], [], [], []
     with Bench() as bench:
         settings = bench.settings()
@@ -60,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     dataset = bench.dataset(f"ours-{rep}")
                     started, wall0 = time.perf_counter(), time.time()
-                    run_id = mgr.train(USER, BASE_MODEL, str(dataset), epochs=args.epochs, run_name=f"train-{rep}",
-                                       **TINY)  # fmt: skip
+                    run_id = mgr.train(
+                        USER, BASE_MODEL, str(dataset), epochs=args.epochs, run_name=f"train-{rep}", **TINY
+                    )
                     submitted = time.time()
                     run = mgr.wait(USER, run_id, timeout=600, poll=0.05)
                     times[arm] = time.perf_counter() - started
@@ -72,45 +80,81 @@ def main(argv: list[str] | None = None) -> int:
                     run_dir = storage.run_dir(USER, run_id)
                     spawned = (run_dir / SPEC_FILE).stat().st_mtime  # written just before the child is spawned
                     child_last = (run_dir / "train.log").stat().st_mtime  # the child's last output line
-                    breakdown.append({
-                        "submit": submitted - wall0,
-                        "queued": run.started_at.timestamp() - submitted,
-                        "prepare": spawned - run.started_at.timestamp(),
-                        "child": child_last - spawned,
-                        "publish": run.finished_at.timestamp() - child_last,
-                        "finish": returned - run.finished_at.timestamp(),
-                    })  # fmt: skip
+                    breakdown.append(
+                        {
+                            "submit": submitted - wall0,
+                            "queued": run.started_at.timestamp() - submitted,
+                            "prepare": spawned - run.started_at.timestamp(),
+                            "child": child_last - spawned,
+                            "publish": run.finished_at.timestamp() - child_last,
+                            "finish": returned - run.finished_at.timestamp(),
+                        }
+                    )
             plain.append(times["plain"])
             ours.append(times["ours"])
-            rows.append([rep + 1, " then ".join(order), f"{times['plain']:.2f}", f"{times['ours']:.2f}",
-                         f"{times['ours'] / times['plain']:.3f}"])  # fmt: skip
+            rows.append(
+                [
+                    rep + 1,
+                    " then ".join(order),
+                    f"{times['plain']:.2f}",
+                    f"{times['ours']:.2f}",
+                    f"{times['ours'] / times['plain']:.3f}",
+                ]
+            )
             print(f"rep {rep + 1}/{reps}: plain {times['plain']:.2f} s, ours {times['ours']:.2f} s", flush=True)
 
-    ratios = [o / p for o, p in zip(ours, plain)]
-    rows.append(["median", "", f"{median(plain):.2f}", f"{median(ours):.2f}",
-                 f"{median(ours) / median(plain):.3f} (median of ratios {median(ratios):.3f})"])  # fmt: skip
+    ratios = [o / p for o, p in zip(ours, plain, strict=True)]
+    rows.append(
+        [
+            "median",
+            "",
+            f"{median(plain):.2f}",
+            f"{median(ours):.2f}",
+            f"{median(ours) / median(plain):.3f} (median of ratios {median(ratios):.3f})",
+        ]
+    )
     print()
     print(fmt_table(["rep", "order", "plain s", "ours s", "ours/plain"], rows))
     med = {k: median(b[k] for b in breakdown) for k in breakdown[0]}
     print("\nwhere the time of `ours` goes (medians; registry timestamps, same machine clock):")
-    print(fmt_table(
-        ["phase", "seconds", "what it is"],
-        [
-            ["train() call", f"{med['submit']:.3f}", "validate, record, publish QUEUED, dispatch tick (send to queue)"],
-            ["train() returned -> started", f"{med['queued']:.3f}",
-             "Celery delivery to the idle worker, lease, RUNNING transition"],
-            ["started -> child spawned", f"{med['prepare']:.3f}", "dataset check, data.yaml, spec.json"],
-            ["child spawned -> its last log line", f"{med['child']:.3f}",
-             "training child: interpreter, imports (yolo_task_manager + ultralytics), training, final val"],
-            ["child's last line -> finished", f"{med['publish']:.3f}",
-             "child exit, copy best.pt into the model store, COMPLETED transition"],
-            ["finished -> wait() returned", f"{med['finish']:.3f}",
-             "wait() polling the registry every 0.05 s (its default poll is 0.5 s)"],
-        ],
-    ))  # fmt: skip
+    print(
+        fmt_table(
+            ["phase", "seconds", "what it is"],
+            [
+                [
+                    "train() call",
+                    f"{med['submit']:.3f}",
+                    "validate, record, publish QUEUED, dispatch tick (send to queue)",
+                ],
+                [
+                    "train() returned -> started",
+                    f"{med['queued']:.3f}",
+                    "Celery delivery to the idle worker, lease, RUNNING transition",
+                ],
+                ["started -> child spawned", f"{med['prepare']:.3f}", "dataset check, data.yaml, spec.json"],
+                [
+                    "child spawned -> its last log line",
+                    f"{med['child']:.3f}",
+                    "training child: interpreter, imports (yolo_task_manager + ultralytics), training, final val",
+                ],
+                [
+                    "child's last line -> finished",
+                    f"{med['publish']:.3f}",
+                    "child exit, copy best.pt into the model store, COMPLETED transition",
+                ],
+                [
+                    "finished -> wait() returned",
+                    f"{med['finish']:.3f}",
+                    "wait() polling the registry every 0.05 s (its default poll is 0.5 s)",
+                ],
+            ],
+        )
+    )
     ratio = median(ours) / median(plain)
-    print(f"\nratio of medians ours/plain = {ratio:.3f} (goal <= 1.05: {'met' if ratio <= 1.05 else 'not met'}); "
-          f"worker start-up {worker_startup:.2f} s excluded")  # fmt: skip
+    print(
+        f"\nratio of medians ours/plain = {ratio:.3f} (goal <= 1.05: {'met' if ratio <= 1.05 else 'not met'}); "
+        f"worker start-up {worker_startup:.2f} s excluded"
+    )
     return 0
 
 

@@ -67,5 +67,3 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-

@@ -36,6 +36,8 @@ class Settings:
     dispatch_timeout: float = 300.0
     visibility_timeout: float = 7 * 24 * 3600.0
     storage_factory: str | None = None
+    model_cache_size: int = 4
+    """Models each worker keeps loaded for inference."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())

@@ -107,11 +107,10 @@ class Stack:
         self.redis.close()
 
 
-@pytest.fixture
-def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) -> Iterator[Stack]:
+def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path) -> Stack:
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
-        storage_root=tmp_path / "root",
+        storage_root=root,
         redis_url=redis_server.url,
         key_prefix=f"t{tag}",
         node=f"n{tag}",
@@ -120,7 +119,12 @@ def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) ->
         tick_interval=0.5,
         stop_grace=20.0,
     )
-    s = Stack(settings, base_checkpoint)
+    return Stack(settings, base_checkpoint)
+
+
+@pytest.fixture
+def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) -> Iterator[Stack]:
+    s = new_stack(tmp_path / "root", redis_server, base_checkpoint)
     yield s
     s.close()
 

@@ -6,10 +6,21 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import redis
+from celery.exceptions import TimeoutError as CeleryTimeout
 
+from yolo_task_manager.api_client.inference import (
+    EXPORT_OPTIONS,
+    PREDICT_OPTIONS,
+    InferenceHandle,
+    check_options,
+    check_threshold,
+    encode_sources,
+    raise_failure,
+)
 from yolo_task_manager.api_client.subscriber import CALLBACK_NAMES, Subscriber
 from yolo_task_manager.api_client.validation import (
     check_task_fits,
@@ -18,11 +29,13 @@ from yolo_task_manager.api_client.validation import (
     validate_epochs,
     validate_hyp,
 )
+from yolo_task_manager.broker.app import EXPORT_TASK, INFER_TASK, infer_queue
 from yolo_task_manager.broker.embedded import EmbeddedRedis
-from yolo_task_manager.broker.routing import normalize_device
+from yolo_task_manager.broker.routing import device_matches, normalize_device
 from yolo_task_manager.datasets import inspect_dataset
 from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, WaitTimeout
 from yolo_task_manager.ids import validate_id
+from yolo_task_manager.predictions import Prediction
 from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
@@ -206,6 +219,115 @@ class YoloTaskManager:
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"run {run_id} is still {run.status.value} after {timeout:g}s")
             time.sleep(poll)
+
+    # -- inference and export ---------------------------------------------------------------------
+
+    def infer_async(
+        self,
+        user_id: str,
+        model_name: str,
+        images: Any,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        *,
+        device: str | None = None,
+        export: str | None = None,
+        save_annotated: bool = False,
+        **opts: Any,
+    ) -> InferenceHandle:
+        """Queue an inference on a worker and return a handle; see ``infer``."""
+        user_id = validate_id(user_id, "user_id")
+        meta = self._rt.storage.get_model(user_id, validate_id(model_name, "model_name"))
+        if export is not None and export not in meta.exports:
+            raise InvalidInput(
+                f"model {model_name!r} has no {export!r} export (it has {sorted(meta.exports) or 'none'}): "
+                f"call export({user_id!r}, {model_name!r}, {export!r}) first"
+            )
+        request = {
+            "request_id": uuid.uuid4().hex,
+            "user_id": user_id,
+            "model_name": model_name,
+            "sources": encode_sources(images),
+            "conf": check_threshold("conf", conf),
+            "iou": check_threshold("iou", iou),
+            "opts": check_options(opts, PREDICT_OPTIONS, "inference"),
+            "export": export,
+            "save_annotated": bool(save_annotated),
+        }
+        queue = infer_queue(self._worker_queue(meta, device))
+        return InferenceHandle(self._rt.app.send_task(INFER_TASK, args=[request], queue=queue))
+
+    def infer(
+        self,
+        user_id: str,
+        model_name: str,
+        images: Any,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        *,
+        timeout: float | None = 600.0,
+        **options: Any,
+    ) -> list[Prediction]:
+        """Predict with a user's model on a worker; one ``Prediction`` per image or video frame.
+
+        Args:
+            images: a path, a folder, a glob, a video, bytes, a numpy array (BGR), or a list of these.
+                Paths must be readable by the workers (the shared volume).
+            device: run on this device's worker instead of the one that trained the model.
+            export: use a stored export ("onnx", "torchscript", ...) instead of the PyTorch weights.
+            save_annotated: draw the results into ``{root}/{user_id}/predictions/<request>/``.
+            **options: imgsz, max_det, classes, agnostic_nms, augment, half, retina_masks, vid_stride.
+
+        Raises:
+            NotFound: no such model for this user. InvalidInput: bad thresholds, options or images.
+        """
+        return self.infer_async(user_id, model_name, images, conf, iou, **options).get(timeout)
+
+    def export(
+        self,
+        user_id: str,
+        model_name: str,
+        fmt: str,
+        *,
+        device: str | None = None,
+        timeout: float = 1800.0,
+        **opts: Any,
+    ) -> Path:
+        """Export a model ("torchscript", "onnx", "openvino", "engine"); the same request returns the stored file."""
+        from yolo_task_manager.tasks.infer import EXPORT_FORMATS
+
+        user_id = validate_id(user_id, "user_id")
+        meta = self._rt.storage.get_model(user_id, validate_id(model_name, "model_name"))
+        if fmt not in EXPORT_FORMATS:
+            raise InvalidInput(f"unknown export format {fmt!r}: use one of {sorted(EXPORT_FORMATS)}")
+        opts = check_options(opts, EXPORT_OPTIONS, "export")
+        try:
+            queue = infer_queue(self._worker_queue(meta, device or ("cuda" if fmt == "engine" else None)))
+        except BrokerUnavailable:
+            if fmt != "engine":
+                raise
+            raise InvalidInput(
+                "TensorRT (engine) export needs a GPU worker and none is running: start `ytm worker --device cuda:N`"
+            ) from None
+        result = self._rt.app.send_task(EXPORT_TASK, args=[user_id, model_name, fmt, opts], queue=queue)
+        try:
+            reply = result.get(timeout=timeout)
+        except CeleryTimeout:
+            raise WaitTimeout(f"export to {fmt} did not finish within {timeout:g}s") from None
+        result.forget()
+        raise_failure(reply)
+        return Path(reply["path"])
+
+    def _worker_queue(self, meta: ModelMeta, device: str | None) -> str:
+        """The model's own device if its worker is up, else a live worker for ``device``/``default_device``."""
+        live = sorted(self._rt.dispatcher.live_queues(), key=lambda q: (not q.startswith("gpu."), q))
+        if device is None and meta.trained_on in live:
+            return meta.trained_on
+        request = normalize_device(device) if device is not None else self.default_device
+        for queue in live:
+            if device_matches(request, queue):
+                return queue
+        raise BrokerUnavailable(f"no live worker serves device {request!r}: start one with `ytm worker --device ...`")
 
     def list_models(self, user_id: str) -> list[ModelMeta]:
         return self._rt.storage.list_models(validate_id(user_id, "user_id"))

@@ -20,9 +20,7 @@ def infer_queue(queue: str) -> str:
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app on ``settings.redis_url`` with the package's tasks registered."""
-    app = Celery(
-        "yolo_task_manager", broker=settings.redis_url, backend=settings.redis_url, set_as_current=False
-    )
+    app = Celery("yolo_task_manager", broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
     app.conf.update(
         # A message is acknowledged only once its run reached a final state, so a dead worker's
         # run is never lost; the run's lease (not Celery) prevents it from training twice.

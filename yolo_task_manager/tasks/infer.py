@@ -38,12 +38,16 @@ def execute_infer(rt: Any, request: dict[str, Any]) -> dict[str, Any]:
         meta = rt.storage.get_model(request["user_id"], request["model_name"])
         path = Path(meta.exports[request["export"]]) if request.get("export") else meta.path
         model = rt.model_cache.get(path, meta.task)
-        annotate = rt.storage.predictions_dir(meta.user_id, request["request_id"]) if request["save_annotated"] else None
-        opts = {"conf": request["conf"], "iou": request["iou"], **request["opts"], "device": rt.torch_device}
+        annotate = (
+            rt.storage.predictions_dir(meta.user_id, request["request_id"]) if request["save_annotated"] else None
+        )
+        # Default to the size the model was trained at, not ultralytics' 640.
+        opts = {"imgsz": meta.imgsz or 640, "conf": request["conf"], "iou": request["iou"], **request["opts"]}
+        opts["device"] = rt.torch_device
         predictions = predict(model, meta.task, request["sources"], opts, annotate)
     except YoloTaskManagerError as exc:
         return _failure(exc)
-    return {"ok": True, "predictions": predictions}
+    return {"ok": True, "predictions": predictions, "model_loads": rt.model_cache.loads}
 
 
 def execute_export(rt: Any, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:

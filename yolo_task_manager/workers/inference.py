@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import glob
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -15,11 +16,12 @@ from typing import Any
 
 from yolo_task_manager.datasets import IMAGE_SUFFIXES
 from yolo_task_manager.errors import InvalidInput, NotFound
+from yolo_task_manager.workers.offline import configure_ultralytics
 
 __all__ = ["VIDEO_SUFFIXES", "ModelCache", "predict"]
 
-VIDEO_SUFFIXES = frozenset({".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv",
-                            ".webm"})  # fmt: skip
+VIDEO_SUFFIXES = frozenset({"asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv", "webm"})
+"""Like ``IMAGE_SUFFIXES``: lower case, without the dot."""  # fmt: skip
 
 
 class ModelCache:
@@ -45,6 +47,8 @@ class ModelCache:
                 return self._models[key]
         from ultralytics import YOLO
 
+        if not self.loads:
+            configure_ultralytics()
         model = YOLO(str(path), task=task)
         self.loads += 1
         with self._lock:
@@ -54,27 +58,37 @@ class ModelCache:
         return model
 
 
+def _suffix(path: Path) -> str:
+    return path.suffix[1:].lower()
+
+
 def _expand(sources: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
     """(label, kind, payload) for each input: kind is "image", "array", "video" or "error"."""
     import cv2
     import numpy as np
 
-    for i, source in enumerate(sources):
+    for source in sources:
+        if "npy" in source:
+            array = np.load(io.BytesIO(base64.b64decode(source["npy"])), allow_pickle=False)
+            yield source["name"], "array", array
+            continue
         if "data" in source:
             array = cv2.imdecode(np.frombuffer(base64.b64decode(source["data"]), np.uint8), cv2.IMREAD_COLOR)
-            name = source.get("name") or f"image_{i}.jpg"
+            name = source["name"]
             yield (name, "array", array) if array is not None else (name, "error", "not a readable image")
             continue
         path = Path(source["path"])
         if any(ch in source["path"] for ch in "*?["):
             matches = sorted(glob.glob(source["path"]))
-            yield from _expand([{"path": m} for m in matches]) if matches else [(source["path"], "error", "no file matches")]
+            if not matches:
+                yield source["path"], "error", "no file matches"
+            yield from _expand([{"path": m} for m in matches])
         elif path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if _suffix(p) in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
             yield from _expand([{"path": str(p)} for p in files])
         elif not path.is_file():
             yield str(path), "error", "no such file"
-        elif path.suffix.lower() in VIDEO_SUFFIXES:
+        elif _suffix(path) in VIDEO_SUFFIXES:
             yield str(path), "video", path
         else:
             array = cv2.imread(str(path))
@@ -87,7 +101,9 @@ def _detections(result: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if result.obb is not None:
         obb = result.obb
-        for xyxy, xywhr, cls, conf in zip(obb.xyxy.tolist(), obb.xywhr.tolist(), obb.cls.tolist(), obb.conf.tolist()):
+        for xyxy, xywhr, cls, conf in zip(
+            obb.xyxy.tolist(), obb.xywhr.tolist(), obb.cls.tolist(), obb.conf.tolist(), strict=True
+        ):
             out.append(_detection(names, cls, conf, xyxy, width, height, rotated_box=xywhr))
         return out
     if result.boxes is None:
@@ -95,7 +111,9 @@ def _detections(result: Any) -> list[dict[str, Any]]:
     boxes = result.boxes
     polygons = result.masks.xy if result.masks is not None else None
     keypoints = result.keypoints.data.tolist() if result.keypoints is not None else None
-    for i, (xyxy, cls, conf) in enumerate(zip(boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist())):
+    for i, (xyxy, cls, conf) in enumerate(
+        zip(boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist(), strict=True)
+    ):
         out.append(
             _detection(
                 names, cls, conf, xyxy, width, height,
@@ -119,7 +137,7 @@ def _prediction(result: Any, source: str, task: str, frame: int | None, annotate
     top_k: list[tuple[int, str, float]] = []
     if result.probs is not None:
         top_k = [(int(i), str(result.names[int(i)]), round(float(c), 5))
-                 for i, c in zip(result.probs.top5, result.probs.top5conf.tolist())]  # fmt: skip
+                 for i, c in zip(result.probs.top5, result.probs.top5conf.tolist(), strict=True)]  # fmt: skip
     if annotated is not None:
         import cv2
 
@@ -143,9 +161,9 @@ def predict(
     for start in range(0, len(arrays), batch):
         chunk = arrays[start : start + batch]
         results = model.predict([item[2] for _, item in chunk], verbose=False, batch=len(chunk), **opts)
-        for (i, (label, _, _)), result in zip(chunk, results):
-            name = Path(label).name if annotate_dir else None
-            out[i] = [_prediction(result, label, task, None, annotate_dir / name if name else None)]
+        for (i, (label, _, _)), result in zip(chunk, results, strict=True):
+            target = annotate_dir / Path(label).name if annotate_dir is not None else None
+            out[i] = [_prediction(result, label, task, None, target)]
     for i, (label, kind, payload) in enumerate(items):
         if kind == "error":
             out[i] = [{"source": label, "task": task, "error": payload}]

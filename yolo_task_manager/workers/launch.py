@@ -12,10 +12,13 @@ from typing import Any
 
 from celery import signals
 
+from yolo_task_manager.broker.app import infer_queue
 from yolo_task_manager.broker.routing import normalize_device, queue_for_device
 from yolo_task_manager.errors import DeviceUnavailable
 from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
+from yolo_task_manager.workers.inference import ModelCache
+from yolo_task_manager.workers.offline import offline_env
 
 __all__ = ["pin_device", "run_worker"]
 
@@ -78,8 +81,13 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     queue = queue_for_device(device, settings.node)
     if device.startswith("cuda:"):
         pin_device(device)
+    # This process imports ultralytics for inference and export: offline, like the training children.
+    scratch = settings.state_dir / "workers" / queue
+    os.environ.update(offline_env(os.environ, scratch))
     rt = Runtime(settings)
     rt.worker_queue = queue  # type: ignore[attr-defined]
+    rt.torch_device = "cpu" if device == "cpu" else "0"  # type: ignore[attr-defined]
+    rt.model_cache = ModelCache(settings.model_cache_size)  # type: ignore[attr-defined]
     presence = _Presence(rt, queue, parent_pid)
 
     def on_ready(**_: Any) -> None:
@@ -93,7 +101,10 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     signals.worker_shutting_down.connect(on_shutdown, weak=False)
     rt.app.worker_main(
         argv=[
-            "worker", "-Q", queue, "-P", "threads", "-c", "1", "-n", f"{queue}@{settings.node}",
+            # Two threads: the device's one training (the dispatcher never sends a second) and its
+            # inference and export requests, which must not wait hours behind a training.
+            "worker", "-Q", f"{queue},{infer_queue(queue)}", "-P", "threads", "-c", "2",
+            "-n", f"{queue}@{settings.node}",
             "--without-mingle", "--without-gossip", "-E", f"--loglevel={loglevel}",
         ]
     )  # fmt: skip

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ULTRALYTICS_SETTINGS", "offline_env"]
+__all__ = ["ULTRALYTICS_SETTINGS", "configure_ultralytics", "offline_env"]
 
 ULTRALYTICS_SETTINGS: dict[str, object] = {
     "sync": False,
@@ -57,3 +57,17 @@ def offline_env(base: Mapping[str, str], scratch: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def configure_ultralytics() -> None:
+    """Turn off ultralytics' sync and integrations, with its folders under this process's scratch.
+
+    Call after importing ultralytics in a process started with ``offline_env``.
+    """
+    import os
+
+    from ultralytics import settings
+
+    scratch = Path(os.environ["YOLO_CONFIG_DIR"]).parent
+    folders = {name: str(scratch / name.removesuffix("_dir")) for name in ("runs_dir", "weights_dir", "datasets_dir")}
+    settings.update({**ULTRALYTICS_SETTINGS, **folders})

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from yolo_task_manager.workers.offline import ULTRALYTICS_SETTINGS
+from yolo_task_manager.workers.offline import configure_ultralytics
 from yolo_task_manager.workers.protocol import EXIT_FAILED, EXIT_OK, EXIT_ORPHANED, EXIT_STOPPED
 
 
@@ -62,14 +62,10 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
         out.write(json.dumps(event) + "\n")
         out.flush()
 
-    from ultralytics import YOLO, settings
+    from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    scratch = Path(os.environ["YOLO_CONFIG_DIR"]).parent
-    settings.update(
-        {**ULTRALYTICS_SETTINGS, "runs_dir": str(scratch / "runs"), "weights_dir": str(scratch / "weights"),
-         "datasets_dir": str(scratch / "datasets")}
-    )  # fmt: skip
+    configure_ultralytics()
     trainer_module.check_amp = _offline_check_amp
 
     save_dir = Path(spec["save_dir"])
