@@ -114,6 +114,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"model {model.name}: {model.task}, labels {list(model.labels)}, {model.size_bytes} bytes, {model.path}"
             )
+        if run.status.value == "completed":
+            val = sorted((dataset / "images" / "val").iterdir())[:2]
+            for p in mgr.infer("demo", run.run_name, val, conf=0.01, save_annotated=True):
+                found = ", ".join(f"{d.class_name} {d.confidence:.2f}" for d in p.detections[:5]) or "nothing"
+                print(f"infer {Path(p.source).name}: {found}  -> {p.annotated_path}")
     return EXIT_OK if run.status.value == "completed" else EXIT_ERROR
 
 
