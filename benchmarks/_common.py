@@ -48,6 +48,7 @@ __all__ = [
     "plain_train_code",
     "print_header",
     "run_python",
+    "run_python_logged",
 ]
 
 PY = sys.executable
@@ -150,6 +151,24 @@ def run_python(code: str, env: Mapping[str, str], cwd: Path, timeout: float = 60
     if out.returncode != 0:
         raise RuntimeError(f"subprocess failed with {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
     return wall, out.stdout
+
+
+def run_python_logged(
+    code: str, env: Mapping[str, str], cwd: Path, log: Path, timeout: float = 600
+) -> tuple[float, float]:
+    """Run ``python -c code`` with stdout and stderr into ``log`` (as our worker runs its training child).
+
+    Returns (wall seconds, seconds from start to the last write to ``log``), so that the end of the
+    work can be told apart from the interpreter's shutdown.
+    """
+    started_wall, started = time.time(), time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.run([PY, "-c", code], env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=timeout)  # fmt: skip
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"subprocess failed with {proc.returncode}:\n{log.read_text()[-4000:]}")
+    return wall, log.stat().st_mtime - started_wall
 
 
 def plain_train_code(data_yaml: str, epochs: int, save_dir: Path, hyp: Mapping[str, Any]) -> str:

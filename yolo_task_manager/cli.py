@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from yolo_task_manager.errors import BrokerUnavailable, DeviceUnavailable, YoloTaskManagerError
+from yolo_task_manager.errors import BrokerUnavailable, DeviceUnavailable, InvalidInput, YoloTaskManagerError
 from yolo_task_manager.settings import Settings
 
 __all__ = ["build_parser", "main"]
@@ -38,11 +38,41 @@ def build_parser() -> argparse.ArgumentParser:
     flower = sub.add_parser("flower", help="start Flower on the configured broker")
     flower.add_argument("--port", type=int, default=5555)
     flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument(
+        "--unauthenticated-api", action="store_true", help="serve Flower's HTTP API without login (trusted networks)"
+    )
 
-    for name, help_text in (("runs", "list a user's runs"), ("models", "list a user's models")):
+    def user_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--user", required=True)
-        p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        p.add_argument("--json", action="store_true", help="JSON on stdout, for scripts")
+        return p
+
+    user_command("runs", "list a user's runs")
+    user_command("models", "list a user's models, their metrics, exports and plots")
+    train = user_command("train", "queue a training run (needs YTM_REDIS_URL and running workers)")
+    train.add_argument("--model", required=True, help="a file in {root}/pretrained/, an absolute path, or a yaml")
+    train.add_argument("--data", required=True, help="dataset folder (data.yaml or class folders)")
+    train.add_argument("--epochs", type=int, required=True)
+    train.add_argument("--name", help="run name, also the published model's name")
+    train.add_argument("--device", help="'cpu', 'cuda:N', 'cuda' or 'auto'")
+    train.add_argument("--max-duration", help="e.g. 90m, 2h")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an ultralytics argument")
+    train.add_argument("--follow", action="store_true", help="then show its epochs until it ends")
+    for name, help_text in (("stop", "stop a run (it keeps a resumable checkpoint)"), ("resume", "resume a run")):
+        user_command(name, help_text).add_argument("run_id")
+    logs = user_command("logs", "show a run's events; -f follows it live with a progress bar")
+    logs.add_argument("run_id")
+    logs.add_argument("-f", "--follow", action="store_true")
+    infer = user_command("infer", "predict with a model")
+    infer.add_argument("--model", required=True)
+    infer.add_argument("images", nargs="+", help="files, folders, globs or videos on the shared volume")
+    infer.add_argument("--conf", type=float, default=0.25)
+    infer.add_argument("--iou", type=float, default=0.7)
+    infer.add_argument("--save", action="store_true", help="write annotated images")
+    export = user_command("export", "export a model")
+    export.add_argument("--model", required=True)
+    export.add_argument("--format", required=True, help="torchscript, onnx, openvino or engine")
     return parser
 
 
@@ -76,6 +106,8 @@ def _flower(args: argparse.Namespace, settings: Settings) -> int:
         raise BrokerUnavailable("flower needs YTM_REDIS_URL")
     argv = [sys.executable, "-m", "celery", "--broker", settings.redis_url, "flower",
             f"--port={args.port}", f"--address={args.address}"]  # fmt: skip
+    if args.unauthenticated_api:
+        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
     os.execv(sys.executable, argv)
 
 
@@ -148,11 +180,106 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([_jsonable(asdict(m)) for m in models], indent=2))
     for m in [] if args.json else models:
-        print(f"{m.name:<24} {m.task:<9} {len(m.labels)} classes  {m.size_bytes:>9} bytes  {m.path}")
+        metric = f"{m.key_metric[0]} {m.key_metric[1]:.3f}" if m.key_metric else ""
+        print(f"{m.name:<24} {m.task:<9} {len(m.labels):>3} classes  {metric:<16} {m.size_bytes:>9} bytes  {m.path}")
+        for name in (*m.exports.values(), *m.plots):
+            print(f"{'':<26}{name}")
     return EXIT_OK
 
 
-COMMANDS = {"demo": _demo, "worker": _worker, "flower": _flower, "runs": _runs, "models": _models}
+def _manager(settings: Settings) -> Any:
+    from yolo_task_manager.api_client import YoloTaskManager
+
+    if not settings.redis_url:
+        raise BrokerUnavailable("this command needs YTM_REDIS_URL (and the same YTM_DATABASE_URL as the workers)")
+    return YoloTaskManager(settings=settings)
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    hyp = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--set takes KEY=VALUE, got {item!r}")
+        hyp[key] = _value(value)
+    with _manager(settings) as mgr:
+        run_id = mgr.train(args.user, args.model, args.data, args.epochs, run_name=args.name, device=args.device,
+                           max_duration=args.max_duration, **hyp)  # fmt: skip
+        print(json.dumps({"run_id": run_id}) if args.json else run_id, flush=True)
+        return _follow(mgr, args.user, run_id, args.json) if args.follow else EXIT_OK
+
+
+def _stop_or_resume(args: argparse.Namespace, settings: Settings) -> int:
+    with _manager(settings) as mgr:
+        if args.command == "stop":
+            answered = mgr.stop(args.user, args.run_id)
+        else:
+            mgr.resume(args.user, args.run_id)
+            answered = True
+        status = mgr.get_run(args.user, args.run_id).status.value
+    print(json.dumps({"run_id": args.run_id, "status": status, "changed": answered}) if args.json else status)
+    return EXIT_OK
+
+
+def _progress(epoch: int, epochs: int, width: int = 20) -> str:
+    done = round(width * epoch / max(epochs, 1))
+    return f"[{'#' * done}{'.' * (width - done)}] {epoch:>3}/{epochs}"
+
+
+def _follow(mgr: Any, user_id: str, run_id: str, as_json: bool, until_done: bool = True) -> int:
+    status = None
+    for _, event in mgr.subscribe(user_id, run_id, until_done=until_done, timeout=None if until_done else 0.5):
+        if as_json:
+            print(event.to_json(), flush=True)
+        elif event.type.value == "metrics":
+            m = {k.split("/")[-1].removesuffix("(B)"): v for k, v in event.metrics.items()}
+            losses = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.endswith("_loss"))
+            scores = " ".join(f"{k} {m[k]:.3f}" for k in ("precision", "recall", "mAP50", "mAP50-95", "accuracy_top1")
+                              if k in m)  # fmt: skip
+            print(f"{_progress(event.epoch, event.epochs)}  {losses}  {scores}  {m['elapsed']:.1f}s", flush=True)
+        elif event.type.value == "status":
+            print(f"{event.status.value}" + (f": {event.reason}" if event.reason else ""), flush=True)
+        status = event.status or status
+    return EXIT_ERROR if status is not None and status.value in ("failed", "timed_out") else EXIT_OK
+
+
+def _logs(args: argparse.Namespace, settings: Settings) -> int:
+    with _manager(settings) as mgr:
+        return _follow(mgr, args.user, args.run_id, args.json, until_done=args.follow)
+
+
+def _infer(args: argparse.Namespace, settings: Settings) -> int:
+    with _manager(settings) as mgr:
+        predictions = mgr.infer(args.user, args.model, args.images, conf=args.conf, iou=args.iou,
+                                save_annotated=args.save)  # fmt: skip
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    for p in [] if args.json else predictions:
+        found = ", ".join(f"{d.class_name} {d.confidence:.2f}" for d in p.detections[:8])
+        found = found or ", ".join(f"{name} {conf:.2f}" for _, name, conf in p.top_k[:3]) or "nothing"
+        print(f"{p.source}{'' if p.frame is None else f'#{p.frame}'}: {p.error or found}"
+              + (f" -> {p.annotated_path}" if p.annotated_path else ""))  # fmt: skip
+    return EXIT_ERROR if any(p.error for p in predictions) else EXIT_OK
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    with _manager(settings) as mgr:
+        path = mgr.export(args.user, args.model, args.format)
+    print(json.dumps({"path": str(path)}) if args.json else path)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "demo": _demo, "worker": _worker, "flower": _flower, "runs": _runs, "models": _models, "train": _train,
+    "stop": _stop_or_resume, "resume": _stop_or_resume, "logs": _logs, "infer": _infer, "export": _export,
+}  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -122,6 +122,8 @@ class ModelMeta:
     """Export key (format, plus options when given) -> stored path."""
     trained_on: str | None = None
     """The queue (device) that trained it; inference goes there by default."""
+    plots: tuple[str, ...] = ()
+    """Training pictures (results curves, confusion matrix, label statistics), when trained with plots on."""
 
     @property
     def key_metric(self) -> tuple[str, float] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from yolo_task_manager.predictions import Prediction
 from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
-from yolo_task_manager.values import EventType, ModelMeta, Run, RunStatus
+from yolo_task_manager.values import TERMINAL, Event, EventType, ModelMeta, Run, RunStatus
 from yolo_task_manager.workers.local import LocalWorker
 
 __all__ = ["YoloTaskManager"]
@@ -328,6 +328,50 @@ class YoloTaskManager:
             if device_matches(request, queue):
                 return queue
         raise BrokerUnavailable(f"no live worker serves device {request!r}: start one with `ytm worker --device ...`")
+
+    def subscribe(
+        self,
+        user_id: str,
+        run_id: str | None = None,
+        after: str | None = None,
+        *,
+        until_done: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[str, Event]]:
+        """Yield ``(event_id, event)`` for one run, or all of a user's runs, from its Redis stream.
+
+        The stream holds every event, so history and live events come from one read with no gap and no
+        duplicate; pass the last ``event_id`` you saw as ``after`` (SSE's ``Last-Event-ID``) to go on
+        from there. For one run ``event_id`` is its ``seq``. With ``until_done``, a run's feed ends at
+        its completed, failed, stopped or timed-out status; ``timeout`` ends a quiet feed.
+        """
+        user_id = validate_id(user_id, "user_id")
+        if run_id is not None:
+            self.get_run(user_id, run_id)
+            stream = self._rt.keys.run_stream(run_id)
+        else:
+            stream = self._rt.keys.user_stream(user_id)
+        cursor = "0-0"
+        skip_through = 0
+        if after is not None and run_id is not None:
+            skip_through = int(after) if after.isdigit() else 0
+        elif after is not None:
+            cursor = after
+        quiet_since = time.monotonic()
+        while True:
+            replies = self._rt.redis.xread({stream: cursor}, count=200, block=500)
+            if not replies and timeout is not None and time.monotonic() - quiet_since > timeout:
+                return
+            for _, entries in replies or []:
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    event = Event.from_json(fields[b"event"])
+                    if event.seq <= skip_through:
+                        continue
+                    quiet_since = time.monotonic()
+                    yield (str(event.seq) if run_id is not None else entry_id.decode()), event
+                    if until_done and run_id is not None and event.status in TERMINAL:
+                        return
 
     def list_models(self, user_id: str) -> list[ModelMeta]:
         return self._rt.storage.list_models(validate_id(user_id, "user_id"))

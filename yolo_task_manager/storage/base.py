@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,8 +26,10 @@ class IStorage(Protocol):
         labels: list[str],
         *,
         meta: Mapping[str, Any] | None = None,
+        plots: Sequence[Path] = (),
     ) -> ModelMeta:
-        """Publish ``src_path`` as ``model_name``, atomically; raise ``InvalidInput`` if the name is taken."""
+        """Publish ``src_path`` (and training ``plots``) as ``model_name``, atomically; raise ``InvalidInput`` if
+        the name is taken."""
         ...
 
     def list_models(self, user_id: str) -> list[ModelMeta]:

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ class LocalFileSystemStorage:
         labels: list[str],
         *,
         meta: Mapping[str, Any] | None = None,
+        plots: Sequence[Path] = (),
     ) -> ModelMeta:
         final = self._model_dir(user_id, model_name)
         src_path = Path(src_path)
@@ -56,6 +57,10 @@ class LocalFileSystemStorage:
         try:
             tmp.mkdir(parents=True)
             shutil.copyfile(src_path, tmp / WEIGHTS)
+            if plots:
+                (tmp / "plots").mkdir()
+            for plot in plots:
+                shutil.copyfile(plot, tmp / "plots" / Path(plot).name)
             record = {
                 **(meta or {}),
                 "name": model_name,
@@ -63,6 +68,7 @@ class LocalFileSystemStorage:
                 "labels": list(labels),
                 "created_at": datetime.now(timezone.utc).isoformat(),
                 "size_bytes": (tmp / WEIGHTS).stat().st_size,
+                "plots": [f"plots/{Path(plot).name}" for plot in plots],
             }
             (tmp / META).write_text(json.dumps(record, indent=2))
             try:
@@ -162,4 +168,5 @@ def _read_meta(folder: Path) -> ModelMeta:
         metrics=dict(data.get("metrics", {})),
         exports={key: str(folder / rel) for key, rel in data.get("exports", {}).items()},
         trained_on=data.get("trained_on"),
+        plots=tuple(str(folder / rel) for rel in data.get("plots", ())),
     )

@@ -96,7 +96,9 @@ def _publish_model(rt: Any, run: Run, result: dict[str, Any]) -> None:
         "trained_on": run.queue,
     }
     try:
-        rt.storage.save_model(run.user_id, Path(result["best"]), run.run_name, list(result["names"]), meta=meta)
+        best = Path(result["best"])
+        plots = sorted(p for p in best.parent.parent.iterdir() if p.suffix in (".png", ".jpg") and p.is_file())
+        rt.storage.save_model(run.user_id, best, run.run_name, list(result["names"]), meta=meta, plots=plots)
     except InvalidInput:
         # A previous attempt published it and died before recording the transition.
         existing = rt.storage.get_model(run.user_id, run.run_name)

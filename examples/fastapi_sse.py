@@ -1,0 +1,45 @@
+"""Live training events as Server-Sent Events from FastAPI, with reconnects that miss nothing.
+
+    YTM_REDIS_URL=redis://127.0.0.1:6379/0 YTM_STORAGE_ROOT=/data python examples/fastapi_sse.py --port 8000
+    curl -N http://127.0.0.1:8000/api/users/alice/runs/<run_id>/events
+
+The subscription blocks on Redis, so it is a plain generator that Starlette runs in its thread pool.
+Take ``user_id`` from your authentication, not from the URL, in a real service.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import StreamingResponse
+
+from yolo_task_manager import NotFound, Settings, YoloTaskManager
+from yolo_task_manager.api_client.sse import sse_stream
+
+
+def create_app(mgr: YoloTaskManager) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/api/users/{user_id}/runs/{run_id}/events")
+    def run_events(user_id: str, run_id: str, last_event_id: str | None = Header(None)) -> StreamingResponse:
+        try:
+            mgr.get_run(user_id, run_id)
+        except NotFound as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        events = mgr.subscribe(user_id, run_id, after=last_event_id)
+        return StreamingResponse(
+            sse_stream(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    with YoloTaskManager(settings=Settings.from_env()) as manager:
+        uvicorn.run(create_app(manager), host=args.host, port=args.port)

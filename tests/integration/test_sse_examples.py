@@ -1,0 +1,88 @@
+"""The SSE examples, served for real on loopback and read by a real HTTP client that reconnects."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.conftest import TINY, Stack, wait_for
+from yolo_task_manager.broker.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def read_sse(response: httpx.Response) -> Iterator[tuple[str, str, dict]]:
+    """(id, event, data) for each message of an SSE response."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line:
+            name, _, value = line.partition(":")
+            fields[name] = value.lstrip(" ")
+        elif "data" in fields:
+            yield fields["id"], fields["event"], json.loads(fields["data"])
+            fields = {}
+        else:
+            fields = {}
+
+
+@pytest.fixture(params=["flask_sse.py", "fastapi_sse.py"])
+def server(request, stack: Stack) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, **stack.settings.to_env()}
+    proc = subprocess.Popen([sys.executable, str(REPO / "examples" / request.param), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/api/users/nobody/runs/x/events", timeout=1).status_code == 404
+        except httpx.TransportError:
+            assert proc.poll() is None, f"{request.param} exited with {proc.returncode}"
+            return False
+
+    wait_for(up, 60, f"{request.param} to listen")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_events_stream_live_and_a_reconnect_misses_nothing(stack: Stack, server: str, shapes: Path):
+    # Given: a 3-epoch training
+    stack.start_worker()
+    mgr = stack.manager()
+    run_id = mgr.train("hal", "yolov8n.pt", str(shapes), epochs=3, run_name="sse", **TINY)
+    url = f"{server}/api/users/hal/runs/{run_id}/events"
+
+    # When: a client reads until the first epoch, drops the connection, and reconnects with Last-Event-ID
+    first: list[tuple[str, str, dict]] = []
+    with httpx.stream("GET", url, timeout=120) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for message in read_sse(response):
+            first.append(message)
+            if message[1] == "metrics":
+                break
+    time.sleep(1)  # events keep coming while nobody listens
+    with httpx.stream("GET", url, headers={"Last-Event-ID": first[-1][0]}, timeout=300) as response:
+        second = list(read_sse(response))
+
+    # Then: every event once, in order, ending with the completed status
+    ids = [int(i) for i, _, _ in first + second]
+    assert ids == list(range(1, len(ids) + 1))
+    assert [d["epoch"] for _, kind, d in first + second if kind == "metrics"] == [1, 2, 3]
+    assert second[-1][1] == "status" and second[-1][2]["status"] == "completed"
+    assert all(d["run_id"] == run_id and d["seq"] == int(i) for i, _, d in first + second)
+
+
+def test_another_users_run_is_not_found(stack: Stack, server: str, coco8: Path):
+    mgr = stack.manager()
+    run_id = mgr.train("ida", "yolov8n.pt", str(coco8), epochs=1, run_name="private", device="cuda:7", **TINY)
+    assert httpx.get(f"{server}/api/users/eve/runs/{run_id}/events", timeout=10).status_code == 404
