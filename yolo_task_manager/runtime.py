@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import redis
@@ -36,11 +37,26 @@ class Runtime:
         self.app.ytm_runtime = self  # type: ignore[attr-defined]
         self.dispatcher = Dispatcher(settings, self.redis, self.registry, self.send_run, self.transition)
         self.shutting_down = threading.Event()
+        self.publish_patience = 0.0
+        """Seconds a publish keeps retrying while Redis is away: 0 for producers (they fail fast), minutes
+        for workers, whose events must not be lost to a Redis restart."""
+
+    def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> None:
+        """Publish an event, retrying for ``publish_patience`` seconds if Redis is unreachable."""
+        deadline = time.monotonic() + self.publish_patience
+        while True:
+            try:
+                self.bus.publish(run_id, user_id, type, **fields)
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def transition(self, run_id: str, to: RunStatus, **kwargs: Any) -> Run:
         """Apply a guarded transition and publish it as a status event."""
         run = self.registry.transition(run_id, to, **kwargs)
-        self.bus.publish(
+        self.publish(
             run.run_id, run.user_id, EventType.STATUS, status=to, reason=run.reason, epoch=run.last_epoch,
             epochs=run.epochs,
         )  # fmt: skip

@@ -38,9 +38,9 @@ def test_a_redis_restart_mid_training_loses_no_event_and_no_run(own_stack: Stack
                        callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
     wait_for(lambda: seen, 300, "epoch 1")
 
-    # When: Redis goes away for 3 seconds and comes back on the same port and data
+    # When: Redis goes away for longer than the run's lease lives, and comes back on the same port and data
     own_redis.stop()
-    time.sleep(3)
+    time.sleep(own_stack.settings.lease_ttl + 2)
     own_redis.start()
     run = mgr.wait("fay", run_id, timeout=300)
 

@@ -5,6 +5,8 @@ fakeredis stands in for Redis, a SQLite file for the registry, and a recording `
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -205,7 +207,10 @@ def test_a_running_run_without_lease_past_the_ttl_is_interrupted_requeued_and_se
     live("gpu.n1.0")
     run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl + 5)
 
-    # When the dispatcher ticks
+    # When the dispatcher sees the lease missing, and still missing a lease_ttl later
+    dispatcher.tick()
+    assert registry.get_run(run.run_id).status is RunStatus.RUNNING  # a Redis restart looks like this too
+    time.sleep(settings.lease_ttl)
     dispatcher.tick()
 
     # Then the run went running -> interrupted -> queued, with reasons, and was sent again as attempt 2
@@ -266,7 +271,10 @@ def test_a_run_dispatched_to_a_queue_without_worker_is_put_back_in_line(
     run = create_run(device="auto")
     registry.mark_dispatched(run.run_id, "gpu.gone.0")
 
-    # When the dispatcher ticks with no live worker
+    # When the dispatcher sees no live worker for it, and still none a lease_ttl later
+    dispatcher.tick()
+    assert registry.get_run(run.run_id).queue == "gpu.gone.0"
+    time.sleep(dispatcher.settings.lease_ttl)
     dispatcher.tick()
 
     # Then the run waits again, with a history row that names the queue
@@ -290,7 +298,9 @@ def test_an_undispatched_run_goes_to_another_live_worker_in_the_same_tick(
     run = create_run(device="auto")
     registry.mark_dispatched(run.run_id, "gpu.gone.0")
 
-    # When the dispatcher ticks
+    # When the dispatcher has seen that worker gone for a lease_ttl
+    dispatcher.tick()
+    time.sleep(dispatcher.settings.lease_ttl)
     dispatcher.tick()
 
     # Then it is sent to the CPU worker as attempt 2, so a late start of attempt 1 is refused

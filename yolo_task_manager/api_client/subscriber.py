@@ -51,8 +51,11 @@ class Subscriber(threading.Thread):
         self._wake.set()
 
     def close(self) -> None:
+        """Stop and wait for the thread, so the Redis client can be closed after."""
         self._stopped.set()
         self._wake.set()
+        if self.is_alive():
+            self.join(timeout=5)
 
     def run(self) -> None:
         while not self._stopped.is_set():

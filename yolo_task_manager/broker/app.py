@@ -22,16 +22,16 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app on ``settings.redis_url`` with the package's tasks registered."""
     app = Celery("yolo_task_manager", broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
     app.conf.update(
-        # A message is acknowledged only once its run reached a final state, so a dead worker's
-        # run is never lost; the run's lease (not Celery) prevents it from training twice.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # Messages are acknowledged on receipt. Runs live in the registry, not in messages: a worker
+        # that dies is found by its lease, a message that never started by the dispatcher, and a
+        # duplicate is refused by the attempt check and the lease. (Late acks added nothing but a
+        # worker crash when Redis restarts under a running task: kombu cannot ack on the dead channel.)
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         result_expires=3600,
         result_serializer="json",
-        # Recovery is the lease's job; a long visibility timeout keeps a healthy, long training
-        # from being redelivered to a second worker.
+        # Only messages fetched but not yet started are ever unacknowledged; a long timeout keeps them
+        # from being delivered twice.
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             # Sweep for expired deliveries a few times per timeout (kombu's default is every ~100 s).

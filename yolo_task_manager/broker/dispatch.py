@@ -89,6 +89,7 @@ class Dispatcher:
         self.registry = registry
         self._send = send
         self._transition = transition
+        self._missing: dict[str, tuple[float, float]] = {}  # key -> (first, last) time we saw it missing
 
     def live_queues(self) -> list[str]:
         prefix = self.keys.worker("")
@@ -96,9 +97,9 @@ class Dispatcher:
 
     def tick(self) -> list[tuple[Run, str]]:
         """Recover lost runs, then dispatch; a no-op when another process holds the lock."""
-        lock = self.client.lock(self.keys.dispatch_lock, timeout=30, blocking_timeout=5)
-        if not lock.acquire():
-            return []
+        lock = self.client.lock(self.keys.dispatch_lock, timeout=30)
+        if not lock.acquire(blocking=False):
+            return []  # another process is dispatching; the next tick will see what it left
         try:
             live = self.live_queues()
             self._recover(live)
@@ -111,7 +112,10 @@ class Dispatcher:
 
     def _recover(self, live: list[str]) -> None:
         now = datetime.now(timezone.utc)
-        for run in self.registry.list_runs(statuses=[RunStatus.RUNNING, RunStatus.QUEUED]):
+        runs = self.registry.list_runs(statuses=[RunStatus.RUNNING, RunStatus.QUEUED])
+        watched = {self.keys.lease(r.run_id) for r in runs} | {self.keys.worker(r.queue) for r in runs if r.queue}
+        self._missing = {k: v for k, v in self._missing.items() if k in watched}
+        for run in runs:
             try:
                 if run.status is RunStatus.RUNNING:
                     self._recover_running(run, now)
@@ -120,9 +124,25 @@ class Dispatcher:
             except InvalidTransition:
                 pass  # it moved on while we looked: nothing to recover
 
+    def _missing_for(self, key: str, present: bool) -> float:
+        """For how long this dispatcher has seen ``key`` missing in a row (0 when present).
+
+        Counting from our own sightings, not from the key's expiry, keeps a Redis restart from looking
+        like a dead worker: the owner takes its lease back at its next heartbeat.
+        """
+        now = time.monotonic()
+        first, last = self._missing.get(key, (now, now))
+        if present or now - last > 3 * self.settings.tick_interval + self.settings.lease_ttl:
+            first = now  # present, or not looked at for a while: start counting again
+        if present:
+            self._missing.pop(key, None)
+            return 0.0
+        self._missing[key] = (first, now)
+        return now - first
+
     def _recover_running(self, run: Run, now: datetime) -> None:
-        started = run.started_at or now
-        if self.client.exists(self.keys.lease(run.run_id)) or (now - started).total_seconds() < self.settings.lease_ttl:
+        lease = self.keys.lease(run.run_id)
+        if self._missing_for(lease, bool(self.client.exists(lease))) < self.settings.lease_ttl:
             return
         reason = f"worker lost: no heartbeat from queue {run.queue} for {self.settings.lease_ttl:g}s"
         log.warning("run %s: %s; requeueing", run.run_id, reason)
@@ -131,7 +151,7 @@ class Dispatcher:
 
     def _recover_dispatched(self, run: Run, live: list[str], now: datetime) -> None:
         waited = (now - (run.dispatched_at or now)).total_seconds()
-        if run.queue not in live:
+        if self._missing_for(self.keys.worker(run.queue or ""), run.queue in live) >= self.settings.lease_ttl:
             reason = f"worker for queue {run.queue} is gone"
         elif waited > self.settings.dispatch_timeout:
             reason = f"not started {waited:.0f}s after dispatch to {run.queue}; the message is presumed lost"

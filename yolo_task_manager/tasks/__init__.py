@@ -19,14 +19,14 @@ def register_tasks(app: Celery) -> None:
 
         return execute_run(self.app.ytm_runtime, run_id, attempt)
 
-    @app.task(name=INFER_TASK, bind=True, ignore_result=False, acks_late=False)
+    @app.task(name=INFER_TASK, bind=True, ignore_result=False)
     def infer(self: Any, request: dict[str, Any]) -> dict[str, Any]:
         """Predict with a user's model; returns {"ok", "predictions"} or {"ok": False, "error", "message"}."""
         from yolo_task_manager.tasks.infer import execute_infer
 
         return execute_infer(self.app.ytm_runtime, request)
 
-    @app.task(name=EXPORT_TASK, bind=True, ignore_result=False, acks_late=False)
+    @app.task(name=EXPORT_TASK, bind=True, ignore_result=False)
     def export(self: Any, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
         """Export a user's model; returns {"ok", "path"} or {"ok": False, "error", "message"}."""
         from yolo_task_manager.tasks.infer import execute_export

@@ -40,10 +40,13 @@ def execute_run(rt: Any, run_id: str, attempt: int) -> str:
         _finish(rt, run, outcome)
         return outcome.status.value
     finally:
-        with contextlib.suppress(redis.exceptions.LockError):
-            lease.release()
-        if not rt.shutting_down.is_set():
-            rt.dispatcher.tick()
+        try:
+            with contextlib.suppress(redis.exceptions.LockError):
+                lease.release()
+            if not rt.shutting_down.is_set():
+                rt.dispatcher.tick()
+        except redis.exceptions.RedisError as exc:  # the lease expires by itself; presence ticks again
+            log.warning("run %s: after the run, Redis said: %s", run_id, exc)
 
 
 def _train(rt: Any, run: Run, lease: Any) -> Outcome:

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from celery import signals
+from kombu.transport import redis as kombu_redis
 
 from yolo_task_manager.broker.app import infer_queue
 from yolo_task_manager.broker.routing import normalize_device, queue_for_device
@@ -84,8 +85,13 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     # This process imports ultralytics for inference and export: offline, like the training children.
     scratch = settings.state_dir / "workers" / queue
     os.environ.update(offline_env(os.environ, scratch))
+    # kombu's Redis channel tries to requeue unacknowledged (prefetched) messages when it closes; on a
+    # lost connection that raises an AttributeError that kills the worker (kombu issues 582 and 970).
+    # An unrestored message comes back after the visibility timeout instead.
+    kombu_redis.QoS.restore_at_shutdown = False
     rt = Runtime(settings)
     rt.worker_queue = queue  # type: ignore[attr-defined]
+    rt.publish_patience = 600.0
     rt.torch_device = "cpu" if device == "cpu" else "0"  # type: ignore[attr-defined]
     rt.model_cache = ModelCache(settings.model_cache_size)  # type: ignore[attr-defined]
     presence = _Presence(rt, queue, parent_pid)

@@ -79,7 +79,10 @@ class TrainingSupervisor:
             os.close(read_fd)
             if child.poll() is None:
                 _kill_group(child)
-            self._flush()
+            # Every metrics event goes out before the run's final status, even across a Redis restart.
+            for event in self._outbox:
+                self.rt.publish(self.run.run_id, self.run.user_id, **event)
+            self._outbox.clear()
         return self._classify(child.returncode)
 
     def _loop(self, child: subprocess.Popen[bytes], read_fd: int) -> None:
