@@ -20,5 +20,5 @@ test: setup
 	scripts/offline $(PY) -m pytest -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check yolo_task_manager tests benchmarks
+	$(VENV)/bin/ruff check yolo_task_manager tests benchmarks examples
 	$(VENV)/bin/mypy yolo_task_manager

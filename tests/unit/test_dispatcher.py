@@ -6,7 +6,6 @@ fakeredis stands in for Redis, a SQLite file for the registry, and a recording `
 from __future__ import annotations
 
 import time
-
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
