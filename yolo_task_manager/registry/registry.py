@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -10,7 +11,6 @@ from typing import Any, overload
 from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.pool import NullPool
 
 from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, NotFound
 from yolo_task_manager.registry.tables import metadata, metrics, run_events, runs
@@ -41,11 +41,13 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite"):
-            # NullPool: one connection per use, so forked and threaded callers never share one.
-            self.engine: Engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+            # Pooled: closing SQLite's last connection checkpoints the WAL and fsyncs, on every write.
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
+        # A forked child (a pre-fork web server) must open its own connections.
+        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
         try:
             metadata.create_all(self.engine)
         except OperationalError as exc:

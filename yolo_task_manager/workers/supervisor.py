@@ -77,8 +77,7 @@ class TrainingSupervisor:
             self._loop(child, read_fd)
         finally:
             os.close(read_fd)
-            if child.poll() is None:
-                _kill_group(child)
+            _kill_group(child)  # also any data-loader process the child left behind
             # Every metrics event goes out before the run's final status, even across a Redis restart.
             for event in self._outbox:
                 self.rt.publish(self.run.run_id, self.run.user_id, **event)
