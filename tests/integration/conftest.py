@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -127,6 +128,28 @@ def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) ->
     s = new_stack(tmp_path / "root", redis_server, base_checkpoint)
     yield s
     s.close()
+
+
+@contextlib.contextmanager
+def http_server(cmd: list[str], env: dict[str, str], probe: str, expect: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command until it answers ``probe`` with ``expect``; stop it (by its PID) afterwards."""
+    import httpx
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up() -> bool:
+        try:
+            return httpx.get(probe, timeout=2).status_code == expect
+        except httpx.TransportError:
+            assert proc.poll() is None, f"{cmd} exited with {proc.returncode}"
+            return False
+
+    try:
+        wait_for(up, 60, f"{probe} to answer")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 def is_resumable(last: Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import TINY, Stack, wait_for
+from tests.integration.conftest import TINY, Stack, http_server, wait_for
 from yolo_task_manager import RunStatus
 from yolo_task_manager.broker.embedded import free_port
 from yolo_task_manager.broker.routing import queue_for_device
@@ -21,23 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def flower(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, **stack.settings.to_env()}
-    cmd = [sys.executable, "-m", "yolo_task_manager.cli", "flower", "--port", str(port), "--unauthenticated-api"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/api/tasks", timeout=2).status_code == 200
-        except httpx.TransportError:
-            assert proc.poll() is None, f"flower exited with {proc.returncode}"
-            return False
-
-    wait_for(up, 60, "flower to listen")
-    yield url
-    proc.terminate()
-    proc.wait(15)
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "yolo_task_manager.cli", "flower", "--port", url.rsplit(":", 1)[1],
+           "--unauthenticated-api"]  # fmt: skip
+    with http_server(cmd, {**os.environ, **stack.settings.to_env()}, f"{url}/api/tasks", 200):
+        yield url
 
 
 def test_flower_shows_the_worker_and_a_finished_training_task(stack: Stack, flower: str, coco8: Path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.conftest import TINY, Stack, wait_for
+from tests.integration.conftest import TINY, Stack, http_server
 from yolo_task_manager.broker.embedded import free_port
 
 pytestmark = pytest.mark.slow
@@ -36,23 +35,10 @@ def read_sse(response: httpx.Response) -> Iterator[tuple[str, str, dict]]:
 
 @pytest.fixture(params=["flask_sse.py", "fastapi_sse.py"])
 def server(request, stack: Stack) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, **stack.settings.to_env()}
-    proc = subprocess.Popen([sys.executable, str(REPO / "examples" / request.param), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/api/users/nobody/runs/x/events", timeout=1).status_code == 404
-        except httpx.TransportError:
-            assert proc.poll() is None, f"{request.param} exited with {proc.returncode}"
-            return False
-
-    wait_for(up, 60, f"{request.param} to listen")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, str(REPO / "examples" / request.param), "--port", url.rsplit(":", 1)[1]]
+    with http_server(cmd, {**os.environ, **stack.settings.to_env()}, f"{url}/api/users/nobody/runs/x/events", 404):
+        yield url
 
 
 def test_events_stream_live_and_a_reconnect_misses_nothing(stack: Stack, server: str, shapes: Path):

@@ -15,6 +15,8 @@ def test_every_public_name_resolves_and_is_listed():
 
 
 def test_the_training_child_does_not_load_the_producer_api():
-    code = "import sys, yolo_task_manager.workers.train_child; print(sorted({'celery', 'sqlalchemy'} & set(sys.modules)))"
+    code = (
+        "import sys, yolo_task_manager.workers.train_child; print(sorted({'celery', 'sqlalchemy'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
