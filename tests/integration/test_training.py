@@ -44,6 +44,8 @@ def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: P
         models = mgr.list_models("alice")
         history = mgr._rt.bus.history(run_id)
         stored = mgr.get_metrics("alice", run_id)
+        feed = list(mgr.subscribe("alice", until_done=False, timeout=1))  # every run of the user
+        resumed = list(mgr.subscribe("alice", run_id, after="2"))
 
     # Then: completed, each epoch's metrics reached the caller once and in order, the model is published
     assert run.status is RunStatus.COMPLETED, run.reason
@@ -53,6 +55,10 @@ def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: P
     assert [e for e, _ in stored] == [1, 2]
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
     assert [e.status.value for e in history if e.type.value == "status"] == ["queued", "running", "completed"]
+    assert [event for _, event in feed] == history and all("-" in event_id for event_id, _ in feed)
+    assert [int(i) for i, _ in resumed] == list(range(3, len(history) + 1)) and resumed[-1][
+        1
+    ].status.value == "completed"
     assert [m.name for m in models] == ["veh_v1"]
     assert models[0].labels[:3] == ("person", "bicycle", "car") and models[0].task == "detect"
     assert models[0].path == root / "alice" / "models" / "veh_v1" / "model.pt" and models[0].size_bytes > 1_000_000
