@@ -47,6 +47,7 @@ __all__ = [
     "percentile",
     "plain_train_code",
     "print_header",
+    "proc_stats",
     "run_python",
     "run_python_logged",
 ]
@@ -138,6 +139,19 @@ def print_header(title: str, params: Mapping[str, Any]) -> None:
     for key, value in {**machine_info(), **params}.items():
         print(f"- {key}: {value}")
     print(flush=True)
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """A live process's memory and CPU time from ``/proc``: ``rss_mib`` (VmRSS), ``hwm_mib`` (VmHWM, its
+    peak RSS) and ``cpu_s`` (user + system seconds, all its threads)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {
+        "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
+        "hwm_mib": int(fields["VmHWM"].split()[0]) / 1024,
+        "cpu_s": (int(stat[11]) + int(stat[12])) / ticks,  # utime and stime: fields 14 and 15 of stat
+    }
 
 
 # -- subprocesses ---------------------------------------------------------------------------------

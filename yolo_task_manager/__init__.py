@@ -34,8 +34,18 @@ _WHERE = {
     **dict.fromkeys(["Detection", "Prediction"], "predictions"),
     **dict.fromkeys(["Event", "EventType", "ModelMeta", "Run", "RunStatus"], "values"),
     **dict.fromkeys(
-        ["BrokerUnavailable", "DeviceUnavailable", "InvalidInput", "InvalidTransition", "LimitExceeded", "NotFound",
-         "StorageError", "WaitTimeout", "WeightsUnavailable", "YoloTaskManagerError"],
+        [
+            "BrokerUnavailable",
+            "DeviceUnavailable",
+            "InvalidInput",
+            "InvalidTransition",
+            "LimitExceeded",
+            "NotFound",
+            "StorageError",
+            "WaitTimeout",
+            "WeightsUnavailable",
+            "YoloTaskManagerError",
+        ],
         "errors",
     ),  # fmt: skip
 }

@@ -111,13 +111,15 @@ def _flower(args: argparse.Namespace, settings: Settings) -> int:
     os.execv(sys.executable, argv)
 
 
-def _print_epoch(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
-    losses = "  ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in metrics.items() if k.startswith("train/"))
-    maps = "  ".join(
-        f"{k.split('/')[1].removesuffix('(B)')} {v:.3f}" for k, v in metrics.items() if k.startswith("metrics/")
+def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    """One terminal line per epoch: progress bar, losses, the scores that this task has, elapsed time."""
+    m = {k.split("/")[-1].removesuffix("(B)"): v for k, v in metrics.items()}
+    done = round(20 * epoch / max(epochs, 1))
+    losses = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.endswith("_loss"))
+    scores = " ".join(
+        f"{k} {m[k]:.3f}" for k in ("precision", "recall", "mAP50", "mAP50-95", "accuracy_top1") if k in m
     )
-    print(f"epoch {epoch:>3}/{int(metrics.get('epochs', 0)) or '?'}  {losses}  {maps}  ({metrics['elapsed']:.1f}s)",
-          flush=True)  # fmt: skip
+    return f"[{'#' * done}{'.' * (20 - done)}] {epoch:>3}/{epochs}  {losses}  {scores}  {m.get('elapsed', 0):.1f}s"
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -126,7 +128,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from yolo_task_manager.storage import LocalFileSystemStorage
 
     root = settings.storage_root
-    dataset = make_sample_dataset(root / "datasets" / "shapes")
+    dataset = make_sample_dataset(root / "demo" / "datasets" / "shapes")
     base = "yolov8n.pt" if (settings.pretrained_dir / "yolov8n.pt").is_file() else "yolov8n.yaml"
     hint = "" if base.endswith(".pt") else f"  (copy yolov8n.pt into {settings.pretrained_dir}/ to fine-tune)"
     print(f"storage root: {root}\ndataset: {dataset}\nbase model: {base}{hint}")
@@ -135,7 +137,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"embedded Redis and CPU worker up in {time.time() - started:.1f}s")
         run_id = mgr.train(
             "demo", base, str(dataset), epochs=args.epochs, run_name=f"shapes-{time.strftime('%Y%m%d-%H%M%S')}",
-            callbacks={"on_metrics": lambda r, e, m: _print_epoch(r, e, {**m, "epochs": args.epochs})},
+            callbacks={"on_metrics": lambda r, e, m: print(_epoch_line(e, args.epochs, m), flush=True)},
             imgsz=args.imgsz, batch=8, workers=0, plots=False,
         )  # fmt: skip
         print(f"run {run_id} queued")
@@ -228,22 +230,13 @@ def _stop_or_resume(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _progress(epoch: int, epochs: int, width: int = 20) -> str:
-    done = round(width * epoch / max(epochs, 1))
-    return f"[{'#' * done}{'.' * (width - done)}] {epoch:>3}/{epochs}"
-
-
 def _follow(mgr: Any, user_id: str, run_id: str, as_json: bool, until_done: bool = True) -> int:
     status = None
     for _, event in mgr.subscribe(user_id, run_id, until_done=until_done, timeout=None if until_done else 0.5):
         if as_json:
             print(event.to_json(), flush=True)
         elif event.type.value == "metrics":
-            m = {k.split("/")[-1].removesuffix("(B)"): v for k, v in event.metrics.items()}
-            losses = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.endswith("_loss"))
-            scores = " ".join(f"{k} {m[k]:.3f}" for k in ("precision", "recall", "mAP50", "mAP50-95", "accuracy_top1")
-                              if k in m)  # fmt: skip
-            print(f"{_progress(event.epoch, event.epochs)}  {losses}  {scores}  {m['elapsed']:.1f}s", flush=True)
+            print(_epoch_line(event.epoch or 0, event.epochs or 0, event.metrics), flush=True)
         elif event.type.value == "status":
             print(f"{event.status.value}" + (f": {event.reason}" if event.reason else ""), flush=True)
         status = event.status or status

@@ -15,7 +15,8 @@ from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, storage_from_settings
-from yolo_task_manager.values import EventType, Run, RunStatus
+from yolo_task_manager.values import TERMINAL, EventType, Run, RunStatus
+from yolo_task_manager.workers.inference import ModelCache
 
 __all__ = ["Runtime"]
 
@@ -37,6 +38,10 @@ class Runtime:
         self.app.ytm_runtime = self  # type: ignore[attr-defined]
         self.dispatcher = Dispatcher(settings, self.redis, self.registry, self.send_run, self.transition)
         self.shutting_down = threading.Event()
+        # Set by a worker (workers/launch.py); a producer leaves them empty.
+        self.worker_queue: str | None = None
+        self.torch_device = "cpu"
+        self.model_cache: ModelCache | None = None
         self.publish_patience = 0.0
         """Seconds a publish keeps retrying while Redis is away: 0 for producers (they fail fast), minutes
         for workers, whose events must not be lost to a Redis restart."""
@@ -56,6 +61,8 @@ class Runtime:
     def transition(self, run_id: str, to: RunStatus, **kwargs: Any) -> Run:
         """Apply a guarded transition and publish it as a status event."""
         run = self.registry.transition(run_id, to, **kwargs)
+        if to in TERMINAL:  # a stop request ends with the run, whatever ended it
+            self.redis.delete(self.keys.stop_flag(run_id))
         self.publish(
             run.run_id, run.user_id, EventType.STATUS, status=to, reason=run.reason, epoch=run.last_epoch,
             epochs=run.epochs,

@@ -38,6 +38,8 @@ class Settings:
     storage_factory: str | None = None
     model_cache_size: int = 4
     """Models each worker keeps loaded for inference."""
+    max_attempts: int = 10
+    """A run whose worker is lost at its ``max_attempts``-th dispatch fails instead of going round again."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())

@@ -136,3 +136,13 @@ def test_a_gpu_that_is_not_there_is_a_clear_error(tmp_path: Path):
     with pytest.raises(DeviceUnavailable, match="cuda:0 is not available"):
         YoloTaskManager(LocalFileSystemStorage(tmp_path), default_device="cuda:0")
     assert not list((tmp_path / ".ytm" / "workers").glob("*.pid"))
+
+
+def test_another_users_files_cannot_be_trained_on_or_from(world, stack: Stack):
+    mgr, coco8 = world
+    zoes_data = shutil.copytree(coco8, stack.settings.storage_root / "zoe" / "data")
+    zoes_model = mgr.list_models("zoe")[0].path
+    with pytest.raises(InvalidInput, match="not in the folder of user 'mallory'"):
+        mgr.train("mallory", "yolov8n.pt", str(zoes_data), epochs=1, **TINY)
+    with pytest.raises(InvalidInput, match="not in the folder of user 'mallory'"):
+        mgr.train("mallory", str(zoes_model), str(coco8), epochs=1, **TINY)

@@ -212,3 +212,18 @@ def test_deleting_a_model_during_inference_is_clean(redis_server, base_checkpoin
             mgr.infer("kim", "doomed", batch[:1])
     finally:
         stack.close()
+
+
+def test_a_glob_into_another_users_folder_reads_nothing_of_theirs(served, fixtures_dir: Path):
+    # Given: a picture in another user's folder
+    stack, mgr = served
+    secret = stack.settings.storage_root / "kim" / "secret.jpg"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fixtures_dir / "images" / "bus.jpg", secret)
+
+    # When: ivy asks for it, directly and through a glob
+    predictions = mgr.infer("ivy", "det", [str(secret), str(stack.settings.storage_root / "*" / "secret.jpg")])
+
+    # Then: an error entry for each, and no pixel of it was read
+    assert [p.error for p in predictions] == [predictions[0].error] * 2
+    assert "not in the folder of user 'ivy'" in predictions[0].error and predictions[0].width is None

@@ -358,3 +358,54 @@ def test_live_queues_lists_registered_workers_of_this_prefix_only(
     # When the live queues are listed
     # Then only this deployment's workers appear
     assert dispatcher.live_queues() == ["cpu.n1", "gpu.n1.0"]
+
+
+# ---------------------------------------------------------------------------- stop requests, give-ups
+
+
+def test_a_run_whose_worker_was_lost_after_a_stop_request_ends_stopped(
+    dispatcher: Dispatcher, registry: Registry, create_run: Callable[..., Run], redis_client, keys, settings
+) -> None:
+    # Given a running run its user asked to stop, whose worker then vanished
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0")
+    redis_client.set(keys.stop_flag(run.run_id), 1)
+
+    # When the dispatcher has seen its lease missing for a lease_ttl
+    dispatcher.tick()
+    time.sleep(settings.lease_ttl)
+    dispatcher.tick()
+
+    # Then it ends stopped, not back in the queue
+    assert registry.get_run(run.run_id).status is S.STOPPED
+    assert [to for _, to, _, _ in registry.get_transitions(run.run_id)][-2:] == ["interrupted", "stopped"]
+
+
+def test_a_run_left_interrupted_is_requeued(
+    dispatcher: Dispatcher, registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given a run whose requeue was cut short after it became interrupted
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0")
+    registry.transition(run.run_id, S.INTERRUPTED, attempt=run.attempt, reason="worker shut down")
+
+    # When the dispatcher ticks
+    dispatcher.tick()
+
+    # Then it waits in the queue again
+    assert registry.get_run(run.run_id).status is S.QUEUED
+
+
+def test_a_run_that_keeps_losing_its_worker_fails_after_max_attempts(
+    settings: Settings, redis_client, registry: Registry, create_run: Callable[..., Run], send: RecordingSend
+) -> None:
+    # Given a run at its last allowed attempt whose worker vanished
+    dispatcher = Dispatcher(settings.replace(max_attempts=1), redis_client, registry, send, registry.transition)
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0")
+
+    # When the dispatcher has seen its lease missing for a lease_ttl
+    dispatcher.tick()
+    time.sleep(settings.lease_ttl)
+    dispatcher.tick()
+
+    # Then it fails, saying why, instead of going round again
+    failed = registry.get_run(run.run_id)
+    assert failed.status is S.FAILED and "giving up after 1 attempts" in (failed.reason or "")

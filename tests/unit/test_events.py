@@ -188,3 +188,18 @@ def test_an_event_with_an_unknown_field_is_refused_before_it_is_stored(bus: Even
 
     # And the run's history is still readable and holds only the good event
     assert [e.seq for e in bus.history("run1")] == [1]
+
+
+def test_a_runs_feed_goes_on_past_an_earlier_end_when_the_run_was_resumed(redis_client, keys):
+    from yolo_task_manager.api_client.feed import read_feed
+
+    # Given a run that was stopped, resumed and completed
+    bus = EventBus(redis_client, keys)
+    for status in ("queued", "running", "stopped", "queued", "running", "completed"):
+        bus.publish("r1", "alice", EventType.STATUS, status=status)
+
+    # When its feed is read from the start
+    feed = list(read_feed(redis_client, keys.run_stream("r1"), per_run=True))
+
+    # Then it ends at the last end, not the first
+    assert [event.status.value for _, event in feed][-1] == "completed" and len(feed) == 6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,29 @@ from yolo_task_manager.predictions import Prediction
 
 __all__ = ["EXPORT_OPTIONS", "PREDICT_OPTIONS", "InferenceHandle", "encode_sources", "raise_failure"]
 
-PREDICT_OPTIONS = frozenset({"imgsz", "max_det", "classes", "agnostic_nms", "augment", "half", "retina_masks",
-                             "vid_stride"})  # fmt: skip
-EXPORT_OPTIONS = frozenset({"imgsz", "half", "dynamic", "simplify", "opset", "int8", "batch", "nms", "workspace"})
+_SIZE = (int, list, tuple)
+PREDICT_OPTIONS: dict[str, tuple[type, ...]] = {
+    "imgsz": _SIZE, "max_det": (int,), "classes": (int, list, tuple), "agnostic_nms": (bool,), "augment": (bool,),
+    "half": (bool,), "retina_masks": (bool,), "vid_stride": (int,),
+}  # fmt: skip
+EXPORT_OPTIONS: dict[str, tuple[type, ...]] = {
+    "imgsz": _SIZE, "dynamic": (bool,), "simplify": (bool,), "opset": (int,), "batch": (int,), "nms": (bool,),
+    "workspace": (int, float),
+}  # fmt: skip
+"""Not int8 or half: quantising needs calibration data, which ultralytics would download (coco8)."""
 MAX_INLINE_BYTES = 64 * 1024 * 1024
 
 
-def check_options(opts: dict[str, Any], allowed: frozenset[str], what: str) -> dict[str, Any]:
-    unknown = sorted(set(opts) - allowed)
+def check_options(opts: dict[str, Any], allowed: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
+    """Known option names with values of the right type (a bool is not a number here)."""
+    unknown = sorted(set(opts) - set(allowed))
     if unknown:
         raise InvalidInput(f"unknown {what} option(s) {unknown}: use {sorted(allowed)}")
+    for name, value in opts.items():
+        types = allowed[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise InvalidInput(f"{what} option {name!r} must be {expected}, got {value!r}")
     return dict(opts)
 
 
@@ -45,9 +59,8 @@ def encode_sources(images: Any) -> list[dict[str, Any]]:
     total = 0
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
-            text = str(item)
-            glob_like = any(ch in text for ch in "*?[")
-            sources.append({"path": text if glob_like else str(Path(text).expanduser().absolute())})
+            # Absolute here: the worker's working directory means nothing to the caller.
+            sources.append({"path": os.path.abspath(os.path.expanduser(str(item)))})
             continue
         if isinstance(item, (bytes, bytearray, memoryview)):
             source = {"data": base64.b64encode(bytes(item)).decode(), "name": f"image_{i}.jpg"}
@@ -95,7 +108,9 @@ class InferenceHandle:
             reply = self._result.get(timeout=timeout, disable_sync_subtasks=False)
         except CeleryTimeout:
             raise WaitTimeout(f"inference did not finish within {timeout}s; the worker may be busy") from None
-        self._result.forget()
+        finally:
+            if self._result.ready():
+                self._result.forget()
         raise_failure(reply)
         self.model_loads = reply.get("model_loads")
         return [Prediction.from_dict(p) for p in reply["predictions"]]

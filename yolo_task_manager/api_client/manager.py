@@ -12,6 +12,7 @@ from typing import Any
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
 
+from yolo_task_manager.api_client.feed import read_feed
 from yolo_task_manager.api_client.inference import (
     EXPORT_OPTIONS,
     PREDICT_OPTIONS,
@@ -34,12 +35,12 @@ from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.broker.routing import device_matches, normalize_device
 from yolo_task_manager.datasets import inspect_dataset
 from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, WaitTimeout
-from yolo_task_manager.ids import validate_id
+from yolo_task_manager.ids import check_access, validate_id
 from yolo_task_manager.predictions import Prediction
 from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
-from yolo_task_manager.values import TERMINAL, Event, EventType, ModelMeta, Run, RunStatus
+from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunStatus
 from yolo_task_manager.workers.local import LocalWorker
 
 __all__ = ["YoloTaskManager"]
@@ -146,17 +147,27 @@ class YoloTaskManager:
         hyp = validate_hyp(hyp)
         device_request = normalize_device(device) if device is not None else self.default_device
         seconds = parse_duration(max_duration)
-        model_ref, model_task = resolve_base_model(base_model, self.settings.pretrained_dir)
+        root, pretrained = self.settings.storage_root, self.settings.pretrained_dir
+        model_ref, model_task = resolve_base_model(base_model, pretrained)
+        if Path(model_ref).is_absolute():
+            check_access(model_ref, root, user_id, also=(pretrained,))
+        dataset_dir = str(check_access(dataset_dir, root, user_id))
         dataset = inspect_dataset(dataset_dir)
         check_task_fits(model_task, dataset.task, base_model)
         run = self._rt.registry.create_run(
-            user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=str(dataset.root),
+            user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=dataset_dir,
             task=model_task, epochs=epochs, device=device_request, hyp=hyp, max_duration=seconds,
         )  # fmt: skip
-        self._rt.bus.publish(run.run_id, user_id, type=EventType.STATUS, status=RunStatus.QUEUED, epochs=epochs)
         if callbacks:
             self._subscriber.follow(run.run_id, callbacks)
-        self._rt.dispatcher.tick()
+        try:
+            self._rt.bus.publish(run.run_id, user_id, type=EventType.STATUS, status=RunStatus.QUEUED, epochs=epochs)
+            self._rt.dispatcher.tick()
+        except redis.exceptions.RedisError as exc:
+            raise BrokerUnavailable(
+                f"run {run.run_id} is recorded as queued, but Redis failed ({exc}): the workers dispatch it when "
+                "Redis is back; do not submit it again"
+            ) from exc
         return run.run_id
 
     def stop(self, user_id: str, run_id: str) -> bool:
@@ -178,7 +189,6 @@ class YoloTaskManager:
             InvalidTransition: the run is queued, running or completed.
         """
         run = self.get_run(user_id, run_id)
-        self._rt.redis.delete(self._rt.keys.stop_flag(run_id))
         try:
             self._rt.transition(run_id, RunStatus.QUEUED, reason="resumed by user")
         except InvalidTransition:
@@ -340,10 +350,10 @@ class YoloTaskManager:
     ) -> Iterator[tuple[str, Event]]:
         """Yield ``(event_id, event)`` for one run, or all of a user's runs, from its Redis stream.
 
-        The stream holds every event, so history and live events come from one read with no gap and no
-        duplicate; pass the last ``event_id`` you saw as ``after`` (SSE's ``Last-Event-ID``) to go on
-        from there. For one run ``event_id`` is its ``seq``. With ``until_done``, a run's feed ends at
-        its completed, failed, stopped or timed-out status; ``timeout`` ends a quiet feed.
+        History and live events come from one read of the stream, with no gap and no duplicate; pass the
+        last ``event_id`` you saw as ``after`` (SSE's ``Last-Event-ID``) to go on from there. For one run
+        ``event_id`` is its ``seq``. With ``until_done``, a run's feed ends at its completed, failed,
+        stopped or timed-out status; ``timeout`` ends a feed that stays quiet that long.
         """
         user_id = validate_id(user_id, "user_id")
         if run_id is not None:
@@ -351,27 +361,8 @@ class YoloTaskManager:
             stream = self._rt.keys.run_stream(run_id)
         else:
             stream = self._rt.keys.user_stream(user_id)
-        cursor = "0-0"
-        skip_through = 0
-        if after is not None and run_id is not None:
-            skip_through = int(after) if after.isdigit() else 0
-        elif after is not None:
-            cursor = after
-        quiet_since = time.monotonic()
-        while True:
-            replies = self._rt.redis.xread({stream: cursor}, count=200, block=500)
-            if not replies and timeout is not None and time.monotonic() - quiet_since > timeout:
-                return
-            for _, entries in replies or []:
-                for entry_id, fields in entries:
-                    cursor = entry_id
-                    event = Event.from_json(fields[b"event"])
-                    if event.seq <= skip_through:
-                        continue
-                    quiet_since = time.monotonic()
-                    yield (str(event.seq) if run_id is not None else entry_id.decode()), event
-                    if until_done and run_id is not None and event.status in TERMINAL:
-                        return
+        return read_feed(self._rt.redis, stream, per_run=run_id is not None, after=after, until_done=until_done,
+                         timeout=timeout)  # fmt: skip
 
     def list_models(self, user_id: str) -> list[ModelMeta]:
         return self._rt.storage.list_models(validate_id(user_id, "user_id"))

@@ -67,8 +67,11 @@ class Subscriber(threading.Thread):
                 continue
             try:
                 replies = self.client.xread(streams, count=100, block=500)
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.5)  # Redis restarting: resume from the last id seen
+            except redis.exceptions.RedisError as exc:
+                if self._stopped.is_set():
+                    return
+                log.warning("reading events failed (%s); retrying from the last event seen", exc)
+                time.sleep(0.5)
                 continue
             for stream, entries in replies or []:
                 run_id = stream.decode().split(":")[-2]
@@ -76,7 +79,12 @@ class Subscriber(threading.Thread):
                     if run_id not in self._followed:
                         break  # unfollowed at a terminal event: the rest waits for the next follow()
                     self._last_id[run_id] = entry_id
-                    self._deliver(run_id, Event.from_json(fields[b"event"]))
+                    try:
+                        event = Event.from_json(fields[b"event"])
+                    except (KeyError, TypeError, ValueError):
+                        log.exception("run %s: skipping an unreadable event %s", run_id, entry_id)
+                        continue
+                    self._deliver(run_id, event)
 
     def _deliver(self, run_id: str, event: Event) -> None:
         callbacks = self._followed.get(run_id, {})

@@ -112,12 +112,14 @@ class Dispatcher:
 
     def _recover(self, live: list[str]) -> None:
         now = datetime.now(timezone.utc)
-        runs = self.registry.list_runs(statuses=[RunStatus.RUNNING, RunStatus.QUEUED])
+        runs = self.registry.list_runs(statuses=[RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.INTERRUPTED])
         watched = {self.keys.lease(r.run_id) for r in runs} | {self.keys.worker(r.queue) for r in runs if r.queue}
         self._missing = {k: v for k, v in self._missing.items() if k in watched}
         for run in runs:
             try:
-                if run.status is RunStatus.RUNNING:
+                if run.status is RunStatus.INTERRUPTED:  # its requeue was cut short
+                    self.requeue(run.run_id)
+                elif run.status is RunStatus.RUNNING:
                     self._recover_running(run, now)
                 elif run.queue is not None:
                     self._recover_dispatched(run, live, now)
@@ -145,9 +147,20 @@ class Dispatcher:
         if self._missing_for(lease, bool(self.client.exists(lease))) < self.settings.lease_ttl:
             return
         reason = f"worker lost: no heartbeat from queue {run.queue} for {self.settings.lease_ttl:g}s"
+        if run.attempt >= self.settings.max_attempts:
+            reason += f"; giving up after {run.attempt} attempts"
+            self._transition(run.run_id, RunStatus.FAILED, reason=reason, attempt=run.attempt)
+            return
         log.warning("run %s: %s; requeueing", run.run_id, reason)
         self._transition(run.run_id, RunStatus.INTERRUPTED, reason=reason, attempt=run.attempt)
-        self._transition(run.run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
+        self.requeue(run.run_id)
+
+    def requeue(self, run_id: str) -> None:
+        """Send an interrupted run back to the queue, or end it as stopped if its user asked for that."""
+        if self.client.exists(self.keys.stop_flag(run_id)):
+            self._transition(run_id, RunStatus.STOPPED, reason="stopped by user (while its worker was lost)")
+        else:
+            self._transition(run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
 
     def _recover_dispatched(self, run: Run, live: list[str], now: datetime) -> None:
         waited = (now - (run.dispatched_at or now)).total_seconds()

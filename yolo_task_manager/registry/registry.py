@@ -23,7 +23,7 @@ ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
     S.RUNNING: frozenset({S.QUEUED}),
     S.COMPLETED: frozenset({S.RUNNING}),
     S.FAILED: frozenset({S.QUEUED, S.RUNNING}),
-    S.STOPPED: frozenset({S.QUEUED, S.RUNNING}),
+    S.STOPPED: frozenset({S.QUEUED, S.RUNNING, S.INTERRUPTED}),
     S.TIMED_OUT: frozenset({S.RUNNING}),
     S.INTERRUPTED: frozenset({S.RUNNING}),
     S.QUEUED: frozenset({S.INTERRUPTED, S.STOPPED, S.FAILED, S.TIMED_OUT}),
@@ -143,7 +143,12 @@ class Registry:
                 return None
             done = conn.execute(
                 update(runs)
-                .where(runs.c.run_id == run_id, runs.c.attempt == attempt, runs.c.queue.is_(None))
+                .where(
+                    runs.c.run_id == run_id,
+                    runs.c.status == S.QUEUED.value,
+                    runs.c.attempt == attempt,
+                    runs.c.queue.is_(None),
+                )
                 .values(queue=queue, attempt=attempt + 1, dispatched_at=_now())
             ).rowcount
         return attempt + 1 if done == 1 else None

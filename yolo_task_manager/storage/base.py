@@ -15,7 +15,8 @@ __all__ = ["IStorage"]
 class IStorage(Protocol):
     """Where models and run artifacts live, per user.
 
-    Implementations validate nothing themselves: callers pass ids that went through ``validate_id``.
+    Callers pass ids that went through ``validate_id``; implementations may check again, and must never build a
+    path outside the user's area from them.
     """
 
     def save_model(

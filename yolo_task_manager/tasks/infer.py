@@ -1,16 +1,22 @@
-"""The infer and export tasks. Expected failures come back as data and are raised in the caller."""
+"""The infer and export tasks. Every failure comes back as data and is raised, typed, in the caller."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from yolo_task_manager.errors import InvalidInput, YoloTaskManagerError
+from yolo_task_manager.errors import InvalidInput, NotFound, YoloTaskManagerError
+from yolo_task_manager.ids import MAX_ID_LENGTH, check_access, validate_id
 
 __all__ = ["EXPORT_FORMATS", "execute_export", "execute_infer", "export_key"]
+
+log = logging.getLogger(__name__)
 
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "torchscript": (),
@@ -22,13 +28,25 @@ EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
 
 
 def export_key(fmt: str, opts: dict[str, Any]) -> str:
-    """One stored export per format and options: ``onnx``, ``onnx-dynamic-True-imgsz-320``."""
-    parts = [fmt, *(f"{k}-{v}" for k, v in sorted(opts.items()))]
-    return "-".join(str(p).replace("/", "_") for p in parts)[:64]
+    """The name an export is stored and reused under: ``onnx``, ``onnx-imgsz-320``, or, when the options do
+    not make a short safe name, ``onnx-<hash of the options>``."""
+    readable = "-".join([fmt, *(f"{k}-{v}" for k, v in sorted(opts.items()))])
+    try:
+        return validate_id(readable, "export key") if len(readable) <= MAX_ID_LENGTH else _hashed(fmt, opts)
+    except InvalidInput:
+        return _hashed(fmt, opts)
 
 
-def _failure(exc: YoloTaskManagerError) -> dict[str, Any]:
-    return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+def _hashed(fmt: str, opts: dict[str, Any]) -> str:
+    return f"{fmt}-{hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]}"
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, YoloTaskManagerError):
+        return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+    log.exception("task failed")
+    return {"ok": False, "error": "YoloTaskManagerError",
+            "message": f"the worker failed: {type(exc).__name__}: {exc} (see the worker's log)"}  # fmt: skip
 
 
 def execute_infer(rt: Any, request: dict[str, Any]) -> dict[str, Any]:
@@ -36,16 +54,24 @@ def execute_infer(rt: Any, request: dict[str, Any]) -> dict[str, Any]:
 
     try:
         meta = rt.storage.get_model(request["user_id"], request["model_name"])
+        if request.get("export") and request["export"] not in meta.exports:
+            raise NotFound(f"model {meta.name!r} has no {request['export']!r} export any more")
         path = Path(meta.exports[request["export"]]) if request.get("export") else meta.path
         model = rt.model_cache.get(path, meta.task)
-        annotate = (
-            rt.storage.predictions_dir(meta.user_id, request["request_id"]) if request["save_annotated"] else None
-        )
+        annotate = None
+        if request["save_annotated"]:
+            annotate = rt.storage.predictions_dir(meta.user_id, request["request_id"])
         # Default to the size the model was trained at, not ultralytics' 640.
         opts = {"imgsz": meta.imgsz or 640, "conf": request["conf"], "iou": request["iou"], **request["opts"]}
         opts["device"] = rt.torch_device
-        predictions = predict(model, meta.task, request["sources"], opts, annotate)
-    except YoloTaskManagerError as exc:
+        root = rt.settings.storage_root
+
+        def check(p: Path) -> Path:
+            return check_access(p, root, meta.user_id)
+
+        with rt.model_cache.predicting:
+            predictions = predict(model, meta.task, request["sources"], opts, annotate, check)
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)
     return {"ok": True, "predictions": predictions, "model_loads": rt.model_cache.loads}
 
@@ -66,11 +92,14 @@ def execute_export(rt: Any, user_id: str, model_name: str, fmt: str, opts: dict[
             raise InvalidInput("TensorRT (engine) export needs a GPU worker: pass device='cuda:N'")
         from ultralytics import YOLO
 
+        from yolo_task_manager.workers.offline import configure_ultralytics
+
+        configure_ultralytics()
         # Export a copy in a scratch folder on the same volume, then move the result in atomically.
         with tempfile.TemporaryDirectory(dir=meta.path.parent, prefix=".export-") as scratch:
             weights = Path(shutil.copy(meta.path, Path(scratch) / "model.pt"))
             out = YOLO(str(weights), task=meta.task).export(format=fmt, device=rt.torch_device, **opts)
             stored = rt.storage.add_export(user_id, model_name, key, Path(out))
-    except YoloTaskManagerError as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)
     return {"ok": True, "path": str(stored)}

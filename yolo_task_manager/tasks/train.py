@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,15 @@ def execute_run(rt: Any, run_id: str, attempt: int) -> str:
         return "skipped: another worker holds the run's lease"
     try:
         try:
-            run = rt.transition(run_id, RunStatus.RUNNING, attempt=attempt)
+            run = rt.transition(run_id, RunStatus.RUNNING, attempt=attempt, queue=rt.worker_queue)
         except InvalidTransition as exc:
             return f"skipped: {exc}"
-        outcome = _train(rt, run, lease)
+        try:
+            outcome = _train(rt, run, lease)
+        except Exception as exc:  # noqa: BLE001 - the run must end with the real cause, not "worker lost"
+            log.exception("run %s: the worker failed", run_id)
+            tail = "".join(traceback.format_exception(exc)[-4:])
+            outcome = Outcome(status=RunStatus.FAILED, reason=f"the worker failed: {type(exc).__name__}: {exc}\n{tail}")
         _finish(rt, run, outcome)
         return outcome.status.value
     finally:
@@ -49,11 +57,31 @@ def execute_run(rt: Any, run_id: str, attempt: int) -> str:
             log.warning("run %s: after the run, Redis said: %s", run_id, exc)
 
 
+@contextlib.contextmanager
+def _lease_kept(lease: Any, interval: float) -> Iterator[None]:
+    """Renew the lease from a thread while the worker prepares (a big dataset takes a while to check)."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(interval):
+            with contextlib.suppress(redis.exceptions.RedisError):
+                lease.reacquire()
+
+    thread = threading.Thread(target=renew, name="ytm-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _train(rt: Any, run: Run, lease: Any) -> Outcome:
     run_dir = rt.storage.run_dir(run.user_id, run.run_id)
     try:
-        dataset = inspect_dataset(run.dataset_dir)
-        data = write_training_data(dataset, run_dir)
+        with _lease_kept(lease, rt.settings.heartbeat_interval):
+            dataset = inspect_dataset(run.dataset_dir)
+            data = write_training_data(dataset, run_dir)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"dataset check failed on the worker: {exc}")
     spec = {
@@ -77,10 +105,9 @@ def _finish(rt: Any, run: Run, outcome: Outcome) -> None:
             _publish_model(rt, run, outcome.result)
             rt.transition(run.run_id, RunStatus.COMPLETED, attempt=run.attempt, model_name=run.run_name)
         elif outcome.status is RunStatus.INTERRUPTED:
-            if outcome.reason and outcome.reason.startswith("lease lost"):
-                return  # another attempt owns the run now: leave its state alone
+            # The attempt guard leaves the run alone if another attempt owns it now.
             rt.transition(run.run_id, RunStatus.INTERRUPTED, attempt=run.attempt, reason=outcome.reason)
-            rt.transition(run.run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
+            rt.dispatcher.requeue(run.run_id)
         else:
             rt.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason)
     except InvalidTransition as exc:

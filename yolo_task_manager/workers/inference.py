@@ -10,7 +10,7 @@ import glob
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
+        self.predicting = threading.Lock()
+        """Held around a prediction: ultralytics sets a shared model's predictor arguments unlocked, so two
+        requests at once could swap each other's thresholds."""
 
     def get(self, path: Path, task: str) -> Any:
         try:
@@ -47,8 +50,7 @@ class ModelCache:
                 return self._models[key]
         from ultralytics import YOLO
 
-        if not self.loads:
-            configure_ultralytics()
+        configure_ultralytics()
         model = YOLO(str(path), task=task)
         self.loads += 1
         with self._lock:
@@ -62,8 +64,11 @@ def _suffix(path: Path) -> str:
     return path.suffix[1:].lower()
 
 
-def _expand(sources: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
-    """(label, kind, payload) for each input: kind is "image", "array", "video" or "error"."""
+def _expand(sources: list[dict[str, Any]], check: Callable[[Path], Any]) -> Iterator[tuple[str, str, Any]]:
+    """(label, kind, payload) for each input, lazily: kind is "array", "video" or "error".
+
+    ``check`` raises ``InvalidInput`` for a path the user may not read.
+    """
     import cv2
     import numpy as np
 
@@ -82,10 +87,16 @@ def _expand(sources: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
             matches = sorted(glob.glob(source["path"]))
             if not matches:
                 yield source["path"], "error", "no file matches"
-            yield from _expand([{"path": m} for m in matches])
-        elif path.is_dir():
+            yield from _expand([{"path": m} for m in matches], check)
+            continue
+        try:
+            check(path)
+        except InvalidInput as exc:
+            yield str(path), "error", str(exc)
+            continue
+        if path.is_dir():
             files = sorted(p for p in path.iterdir() if _suffix(p) in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-            yield from _expand([{"path": str(p)} for p in files])
+            yield from _expand([{"path": str(p)} for p in files], check)
         elif not path.is_file():
             yield str(path), "error", "no such file"
         elif _suffix(path) in VIDEO_SUFFIXES:
@@ -124,7 +135,9 @@ def _detections(result: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _detection(names: Any, cls: float, conf: float, xyxy: list[float], width: int, height: int, **extra: Any):  # type: ignore[no-untyped-def]
+def _detection(
+    names: Any, cls: float, conf: float, xyxy: list[float], width: int, height: int, **extra: Any
+) -> dict[str, Any]:
     x1, y1, x2, y2 = xyxy
     xywhn = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
     return {"class_id": int(cls), "class_name": str(names[int(cls)]), "confidence": round(float(conf), 5),
@@ -149,30 +162,56 @@ def _prediction(result: Any, source: str, task: str, frame: int | None, annotate
 
 
 def predict(
-    model: Any, task: str, sources: list[dict[str, Any]], opts: dict[str, Any], annotate_dir: Path | None
+    model: Any,
+    task: str,
+    sources: list[dict[str, Any]],
+    opts: dict[str, Any],
+    annotate_dir: Path | None,
+    check: Callable[[Path], Any],
 ) -> list[dict[str, Any]]:
-    """Predictions for every input, in input order; unreadable inputs get an error entry."""
-    items = list(_expand(sources))
-    if not items:
-        raise InvalidInput("no images to predict on: the paths, folders or globs matched nothing")
-    arrays = [(i, item) for i, item in enumerate(items) if item[1] == "array"]
-    out: dict[int, list[dict[str, Any]]] = {}
-    batch = 32
-    for start in range(0, len(arrays), batch):
-        chunk = arrays[start : start + batch]
-        results = model.predict([item[2] for _, item in chunk], verbose=False, batch=len(chunk), **opts)
-        for (i, (label, _, _)), result in zip(chunk, results, strict=True):
-            target = annotate_dir / Path(label).name if annotate_dir is not None else None
-            out[i] = [_prediction(result, label, task, None, target)]
-    for i, (label, kind, payload) in enumerate(items):
-        if kind == "error":
+    """Predictions for every input, in input order; unreadable inputs get an error entry.
+
+    Inputs are decoded as they are predicted, 32 at a time, so a large folder does not fill memory.
+    """
+    out: list[list[dict[str, Any]]] = []
+    pending: list[tuple[int, str, Any]] = []
+    names: set[str] = set()
+
+    def annotated(label: str) -> Path | None:
+        if annotate_dir is None:
+            return None
+        name = Path(label).name
+        while name in names:  # keep each input's file name; number repeats from two folders
+            name = f"{Path(name).stem}_{len(names)}{Path(name).suffix}"
+        names.add(name)
+        return annotate_dir / name
+
+    def flush() -> None:
+        results = model.predict([array for _, _, array in pending], verbose=False, batch=len(pending), **opts)
+        for (i, label, _), result in zip(pending, results, strict=True):
+            out[i] = [_prediction(result, label, task, None, annotated(label))]
+        pending.clear()
+
+    for i, (label, kind, payload) in enumerate(_expand(sources, check)):
+        out.append([])
+        if kind == "array":
+            pending.append((i, label, payload))
+            if len(pending) == 32:
+                flush()
+        elif kind == "error":
             out[i] = [{"source": label, "task": task, "error": payload}]
-        elif kind == "video":
+        else:
             out[i] = _predict_video(model, task, label, payload, opts, annotate_dir)
-    return [p for i in range(len(items)) for p in out[i]]
+    if pending:
+        flush()
+    if not out:
+        raise InvalidInput("no images to predict on: the paths, folders or globs matched nothing")
+    return [p for entries in out for p in entries]
 
 
-def _predict_video(model: Any, task: str, label: str, path: Path, opts: dict[str, Any], annotate_dir: Path | None):  # type: ignore[no-untyped-def]
+def _predict_video(
+    model: Any, task: str, label: str, path: Path, opts: dict[str, Any], annotate_dir: Path | None
+) -> list[dict[str, Any]]:
     import cv2
 
     capture = cv2.VideoCapture(str(path))

@@ -90,10 +90,10 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     # An unrestored message comes back after the visibility timeout instead.
     kombu_redis.QoS.restore_at_shutdown = False
     rt = Runtime(settings)
-    rt.worker_queue = queue  # type: ignore[attr-defined]
+    rt.worker_queue = queue
     rt.publish_patience = 600.0
-    rt.torch_device = "cpu" if device == "cpu" else "0"  # type: ignore[attr-defined]
-    rt.model_cache = ModelCache(settings.model_cache_size)  # type: ignore[attr-defined]
+    rt.torch_device = "cpu" if device == "cpu" else "0"
+    rt.model_cache = ModelCache(settings.model_cache_size)
     presence = _Presence(rt, queue, parent_pid)
 
     def on_ready(**_: Any) -> None:

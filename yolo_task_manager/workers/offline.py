@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import shutil
 from collections.abc import Mapping
@@ -59,10 +60,11 @@ def offline_env(base: Mapping[str, str], scratch: Path) -> dict[str, str]:
     return env
 
 
+@functools.cache
 def configure_ultralytics() -> None:
     """Turn off ultralytics' sync and integrations, with its folders under this process's scratch.
 
-    Call after importing ultralytics in a process started with ``offline_env``.
+    Call after importing ultralytics in a process started with ``offline_env``; once is enough.
     """
     import os
 

@@ -54,7 +54,8 @@ class TrainingSupervisor:
         self._error: dict[str, Any] = {}
         self._asked: RunStatus | None = None  # why we asked the child to stop: STOPPED, TIMED_OUT, INTERRUPTED
         self._asked_at = 0.0
-        self._lease_lost = False
+        self._lease_lost: str | None = None  # why this worker no longer owns the run
+        self._renewed_at = time.monotonic()
 
     def supervise(self) -> Outcome:
         spec_path = self.run_dir / SPEC_FILE
@@ -139,18 +140,25 @@ class TrainingSupervisor:
     def _heartbeat(self) -> None:
         try:
             self.lease.reacquire()
+            self._renewed_at = time.monotonic()
             return
         except redis.exceptions.LockNotOwnedError:
             pass
-        except redis.exceptions.ConnectionError:
-            return  # keep training through a Redis restart; nobody else can take the lease meanwhile
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # Keep training through a Redis restart, but not through a partition: after twice the lease's
+            # life, other workers may have requeued the run, and two attempts must never train at once.
+            silent = time.monotonic() - self._renewed_at
+            if silent > 2 * self.rt.settings.lease_ttl:
+                self._lease_lost = f"lost contact with Redis for {silent:.0f}s"
+            return
         # The lease expired (Redis was away longer than its TTL). Take it back only if nobody requeued us.
         run = self.rt.registry.get_run(self.run.run_id)
         if run.status is RunStatus.RUNNING and run.attempt == self.run.attempt and self.lease.acquire(blocking=False):
             log.warning("run %s: lease expired and was taken back", self.run.run_id)
+            self._renewed_at = time.monotonic()
             return
         log.error("run %s: lease lost to another attempt; abandoning this one", self.run.run_id)
-        self._lease_lost = True
+        self._lease_lost = "lease lost: another attempt owns this run"
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.pop("type")
@@ -178,7 +186,7 @@ class TrainingSupervisor:
 
     def _classify(self, code: int | None) -> Outcome:
         if self._lease_lost:
-            return Outcome(status=RunStatus.INTERRUPTED, reason="lease lost: another attempt owns this run")
+            return Outcome(status=RunStatus.INTERRUPTED, reason=self._lease_lost)
         if code == EXIT_OK and self._result:
             return Outcome(status=RunStatus.COMPLETED, result=self._result)
         if self._asked is RunStatus.STOPPED:

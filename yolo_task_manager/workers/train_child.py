@@ -47,7 +47,13 @@ def resumable(last: Path) -> bool:
         return False
     import torch
 
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
+        raise RuntimeError(
+            f"{last} is damaged ({type(exc).__name__}: {exc}); delete it and resume to restart the run from "
+            "its base model"
+        ) from exc
     return int(ckpt.get("epoch", -1)) >= 0 and ckpt.get("optimizer") is not None
 
 
