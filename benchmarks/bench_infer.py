@@ -86,6 +86,7 @@ import_s = time.perf_counter() - started
 scratch = Path(os.environ['YOLO_CONFIG_DIR']).parent
 settings.update({{**{settings!r}, 'runs_dir': str(scratch / 'runs'), 'weights_dir': str(scratch / 'weights'),
                   'datasets_dir': str(scratch / 'datasets')}})
+from yolo_task_manager.ids import check_access
 from yolo_task_manager.workers.inference import predict as ytm_predict
 
 def reply(obj):
@@ -111,7 +112,9 @@ for line in sys.stdin:
         s = time.perf_counter() - t
         detections = sum(len(r.boxes) for r in results)
     else:  # our worker's predict() on the same inputs, in this process
-        out = ytm_predict(model, 'detect', [{{'path': p}} for p in cmd['paths']], opts, None)
+        root = Path(cmd['root'])  # the same per-user path check as the worker's
+        out = ytm_predict(model, 'detect', [{{'path': p}} for p in cmd['paths']], opts, None,
+                          lambda p: check_access(p, root, cmd['user']))
         s = time.perf_counter() - t
         detections = sum(len(p.get('detections') or ()) for p in out)
     import torch
@@ -312,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                 return plain.call(op="plain", key=f"plain:{name}", paths=batch_paths, imgsz=size, conf=CONF,
                                   iou=IOU, batch=len(batch_paths))  # fmt: skip
             if arm == "predict()":
-                return plain.call(op="fn", key=f"fn:{name}", paths=batch_paths, imgsz=size, conf=CONF, iou=IOU)
+                return plain.call(op="fn", key=f"fn:{name}", paths=batch_paths, imgsz=size, conf=CONF, iou=IOU,
+                                  root=str(settings.storage_root), user=USER)  # fmt: skip
             if arm == "ours (bytes)":
                 data = [jpeg_bytes[paths.index(p)] for p in batch_paths]
                 return ours_call(mgr, name, data)
@@ -357,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         runtimes = task_runtimes(worker_log)
 
         print(f"\n(a) throughput: {args.batch} images per call, imgsz {args.imgsz}, medians of {args.reps}")
+        threads = samples[(names[0], "plain")][-1].get("threads")
+        print(f"torch threads in the plain subprocess: {threads} (the worker's: see its CPU s per call vs wall s)")
         rows, ratios = [], {}
         for name in names:
             base = median(s["s"] for s in samples[(name, "plain")])
