@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import redis
 
+from yolo_task_manager.broker.events import range_stream, read_streams
 from yolo_task_manager.values import TERMINAL, Event
 
 __all__ = ["read_feed"]
@@ -25,7 +26,7 @@ def read_feed(
     stream entry id. ``after`` is the last id already seen. A blocking read of the stream serves both the
     history and what comes next, so there is no hand-over from replay to live where events could be lost.
     """
-    cursor = "0-0"
+    cursor: bytes | str = "0-0"
     skip_through = 0
     if after is not None and per_run:
         skip_through = int(after) if after.isdigit() else 0
@@ -33,10 +34,10 @@ def read_feed(
         cursor = after
     quiet_since = time.monotonic()
     while True:
-        replies = client.xread({stream: cursor}, count=200, block=500)
+        replies = read_streams(client, {stream: cursor}, count=200, block=500)
         if not replies and timeout is not None and time.monotonic() - quiet_since > timeout:
             return
-        for _, entries in replies or []:
+        for _, entries in replies:
             for entry_id, fields in entries:
                 cursor = entry_id
                 event = Event.from_json(fields[b"event"])
@@ -50,4 +51,4 @@ def read_feed(
 
 def _is_last(client: redis.Redis, stream: str, entry_id: bytes) -> bool:
     """No event follows ``entry_id``: a run that ended and was resumed goes on after its first end."""
-    return not client.xrange(stream, min=f"({entry_id.decode()}", count=1)
+    return not range_stream(client, stream, start=f"({entry_id.decode()}", count=1)

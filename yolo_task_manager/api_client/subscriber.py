@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from yolo_task_manager.broker.events import read_streams
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.values import TERMINAL, Event, EventType
 
@@ -66,14 +67,14 @@ class Subscriber(threading.Thread):
                 self._wake.clear()
                 continue
             try:
-                replies = self.client.xread(streams, count=100, block=500)
+                replies = read_streams(self.client, streams, count=100, block=500)
             except redis.exceptions.RedisError as exc:
                 if self._stopped.is_set():
                     return
                 log.warning("reading events failed (%s); retrying from the last event seen", exc)
                 time.sleep(0.5)
                 continue
-            for stream, entries in replies or []:
+            for stream, entries in replies:
                 run_id = stream.decode().split(":")[-2]
                 for entry_id, fields in entries:
                     if run_id not in self._followed:

@@ -72,6 +72,10 @@ def plan_dispatch(
     return plan
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class Dispatcher:
     """Applies ``plan_dispatch`` under a Redis lock, and requeues runs whose worker vanished."""
 
@@ -93,7 +97,10 @@ class Dispatcher:
 
     def live_queues(self) -> list[str]:
         prefix = self.keys.worker("")
-        return sorted(k.decode()[len(prefix) :] for k in self.client.scan_iter(match=self.keys.worker_pattern))
+        names = (
+            k.decode() if isinstance(k, bytes) else k for k in self.client.scan_iter(match=self.keys.worker_pattern)
+        )
+        return sorted(name[len(prefix) :] for name in names)
 
     def tick(self) -> list[tuple[Run, str]]:
         """Recover lost runs, then dispatch; a no-op when another process holds the lock."""
@@ -180,7 +187,7 @@ class Dispatcher:
         if not pending:
             return []
         busy = {r.queue for r in active}
-        turns = {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.fairness).items()}
+        turns = {_text(k): int(v) for k, v in self.client.hgetall(self.keys.fairness).items()}
         plan = plan_dispatch(
             pending=pending,
             active=active,

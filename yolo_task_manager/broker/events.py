@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import redis
+from redis.typing import KeyT, StreamIdT
 
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.values import Event, EventType, RunStatus
 
-__all__ = ["EventBus"]
+__all__ = ["EventBus", "StreamEntries", "range_stream", "read_streams"]
+
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+"""A stream's entries as redis-py returns them (no ``decode_responses``): (entry id, fields)."""
+
+
+def read_streams(
+    client: redis.Redis, cursors: Mapping[str, bytes | str], *, count: int, block: int
+) -> list[tuple[bytes, StreamEntries]]:
+    """XREAD after each cursor: (stream name, entries) for the streams that had new entries."""
+    streams: dict[KeyT, StreamIdT] = {name: cursor for name, cursor in cursors.items()}
+    return cast(list[tuple[bytes, StreamEntries]], client.xread(streams, count=count, block=block) or [])
+
+
+def range_stream(client: redis.Redis, stream: str, start: str = "-", count: int | None = None) -> StreamEntries:
+    """XRANGE from ``start`` ("(id" excludes it) to the end."""
+    return cast(StreamEntries, client.xrange(stream, min=start, count=count) or [])
+
 
 # seq, stream and channels are updated in one step so that the stream order is the seq order
 # and a subscriber never sees seq n+1 before n.
@@ -56,5 +75,7 @@ class EventBus:
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
         """Events of one run from the stream, oldest first, with ``seq > after_seq``."""
-        events = (Event.from_json(fields[b"event"]) for _, fields in self.client.xrange(self.keys.run_stream(run_id)))
+        events = (
+            Event.from_json(fields[b"event"]) for _, fields in range_stream(self.client, self.keys.run_stream(run_id))
+        )
         return [e for e in events if e.seq > after_seq]
