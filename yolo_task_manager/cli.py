@@ -112,14 +112,13 @@ def _flower(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
-    """One terminal line per epoch: progress bar, losses, the scores that this task has, elapsed time."""
-    m = {k.split("/")[-1].removesuffix("(B)"): v for k, v in metrics.items()}
+    """One terminal line per epoch: progress bar, training losses, the scores this task has, elapsed time."""
     done = round(20 * epoch / max(epochs, 1))
-    losses = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.endswith("_loss"))
-    scores = " ".join(
-        f"{k} {m[k]:.3f}" for k in ("precision", "recall", "mAP50", "mAP50-95", "accuracy_top1") if k in m
-    )
-    return f"[{'#' * done}{'.' * (20 - done)}] {epoch:>3}/{epochs}  {losses}  {scores}  {m.get('elapsed', 0):.1f}s"
+    losses = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in metrics.items() if k.startswith("train/"))
+    scores = {k.split("/")[1].removesuffix("(B)"): v for k, v in metrics.items() if k.startswith("metrics/")}
+    shown = " ".join(f"{k} {scores[k]:.3f}" for k in ("precision", "recall", "mAP50", "mAP50-95", "accuracy_top1")
+                     if k in scores)  # fmt: skip
+    return f"[{'#' * done}{'.' * (20 - done)}] {epoch:>3}/{epochs}  {losses}  {shown}  {metrics.get('elapsed', 0):.1f}s"
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -16,7 +16,9 @@ from yolo_task_manager.registry import Registry
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, storage_from_settings
 from yolo_task_manager.values import TERMINAL, EventType, Run, RunStatus
-from yolo_task_manager.workers.inference import ModelCache
+
+if TYPE_CHECKING:
+    from yolo_task_manager.workers.inference import ModelCache
 
 __all__ = ["Runtime"]
 

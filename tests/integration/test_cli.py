@@ -56,6 +56,8 @@ def test_logs_follow_shows_epochs_in_a_terminal_while_the_run_trains(stack: Stac
     lines = [line for line in screen.splitlines() if line.strip()]
     assert [line.split("]")[1].split()[0] for line in lines if line.startswith("[")] == ["1/4", "2/4", "3/4", "4/4"]
     assert "[#####..............." in screen and "mAP50-95" in screen
+    first_epoch = dict(mgr.get_metrics("lea", run_id))[1]
+    assert f"box_loss {first_epoch['train/box_loss']:.3f}" in lines[[i for i, x in enumerate(lines) if "1/4" in x][0]]
     assert lines[-1].strip() == "completed" and proc.wait(10) == 0
 
 

@@ -127,7 +127,7 @@ class Dispatcher:
                 if run.status is RunStatus.INTERRUPTED:  # its requeue was cut short
                     self.requeue(run.run_id)
                 elif run.status is RunStatus.RUNNING:
-                    self._recover_running(run, now)
+                    self._recover_running(run)
                 elif run.queue is not None:
                     self._recover_dispatched(run, live, now)
             except InvalidTransition:
@@ -149,7 +149,7 @@ class Dispatcher:
         self._missing[key] = (first, now)
         return now - first
 
-    def _recover_running(self, run: Run, now: datetime) -> None:
+    def _recover_running(self, run: Run) -> None:
         lease = self.keys.lease(run.run_id)
         if self._missing_for(lease, bool(self.client.exists(lease))) < self.settings.lease_ttl:
             return
@@ -165,7 +165,7 @@ class Dispatcher:
     def requeue(self, run_id: str) -> None:
         """Send an interrupted run back to the queue, or end it as stopped if its user asked for that."""
         if self.client.exists(self.keys.stop_flag(run_id)):
-            self._transition(run_id, RunStatus.STOPPED, reason="stopped by user (while its worker was lost)")
+            self._transition(run_id, RunStatus.STOPPED, reason="stopped by user (while the run was interrupted)")
         else:
             self._transition(run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
 

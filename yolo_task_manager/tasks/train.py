@@ -100,20 +100,20 @@ def _train(rt: Any, run: Run, lease: Any) -> Outcome:
 
 def _finish(rt: Any, run: Run, outcome: Outcome) -> None:
     """Apply the outcome as the run's transition; a completed run first publishes its model."""
-    try:
-        if outcome.status is RunStatus.COMPLETED:
+    extra: dict[str, Any] = {}
+    if outcome.status is RunStatus.COMPLETED:
+        try:
             _publish_model(rt, run, outcome.result)
-            rt.transition(run.run_id, RunStatus.COMPLETED, attempt=run.attempt, model_name=run.run_name)
-        elif outcome.status is RunStatus.INTERRUPTED:
-            # The attempt guard leaves the run alone if another attempt owns it now.
-            rt.transition(run.run_id, RunStatus.INTERRUPTED, attempt=run.attempt, reason=outcome.reason)
+            extra["model_name"] = run.run_name
+        except YoloTaskManagerError as exc:
+            outcome = Outcome(status=RunStatus.FAILED, reason=f"publishing the model failed: {exc}")
+    try:
+        # The attempt guard leaves the run alone if another attempt owns it now.
+        rt.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason, **extra)
+        if outcome.status is RunStatus.INTERRUPTED:
             rt.dispatcher.requeue(run.run_id)
-        else:
-            rt.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason)
     except InvalidTransition as exc:
         log.warning("run %s: outcome %s not applied: %s", run.run_id, outcome.status.value, exc)
-    except YoloTaskManagerError as exc:
-        rt.transition(run.run_id, RunStatus.FAILED, attempt=run.attempt, reason=f"publishing the model failed: {exc}")
 
 
 def _publish_model(rt: Any, run: Run, result: dict[str, Any]) -> None:

@@ -12,12 +12,11 @@ import redis
 
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.broker.routing import queue_for_device
+from yolo_task_manager.cli import EXIT_DEVICE
 from yolo_task_manager.errors import BrokerUnavailable, DeviceUnavailable
 from yolo_task_manager.settings import Settings
 
-__all__ = ["EXIT_DEVICE_UNAVAILABLE", "LocalWorker"]
-
-EXIT_DEVICE_UNAVAILABLE = 3
+__all__ = ["LocalWorker"]
 
 
 class LocalWorker:
@@ -47,7 +46,7 @@ class LocalWorker:
                 code = self.process.poll()
                 if code is not None:
                     tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-                    error = DeviceUnavailable if code == EXIT_DEVICE_UNAVAILABLE else BrokerUnavailable
+                    error = DeviceUnavailable if code == EXIT_DEVICE else BrokerUnavailable
                     raise error(f"the local worker for {self.device} exited with code {code}: {tail[0]}")
                 if time.monotonic() > deadline:
                     self.stop()
