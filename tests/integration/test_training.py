@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import TINY, Stack, is_resumable, wait_for
-from yolo_task_manager import RunStatus, YoloTaskManager
+from yolo_task_manager import EventType, RunStatus, YoloTaskManager
 from yolo_task_manager.storage.local_fs import LocalFileSystemStorage
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,8 @@ def test_stop_keeps_a_resumable_checkpoint_and_resume_finishes_the_epochs(stack:
     assert resumable
     assert done.status is RunStatus.COMPLETED, done.reason
     wait_for(lambda: len(seen) >= 8, 30, "all epochs")
-    assert seen == list(range(1, 9))
+    assert seen == list(range(1, 9))  # the resumed child re-sends its checkpoint's epochs: dropped as copies
+    assert [epoch for epoch, _ in mgr.get_metrics("bob", run_id)] == list(range(1, 9))
     assert stopped.last_epoch is not None and stopped.last_epoch < 8
     assert transitions(mgr, run_id) == ["queued", "running", "stopped", "queued", "running", "completed"]
 
@@ -136,6 +137,34 @@ def test_worker_killed_mid_epoch_is_requeued_and_resumes_from_last_pt(stack: Sta
     assert seen == [1, 2, 3]
     log = (stack.settings.storage_root / "dave" / "runs" / run_id / "train.log").read_text()
     assert "Resuming training" in log or "resuming from" in log
+
+
+def test_an_epoch_saved_but_not_yet_reported_when_the_worker_dies_is_reported_by_the_resumed_attempt(
+    stack: Stack, shapes: Path
+):
+    # Given: a worker training a 3-epoch run, killed as soon as epoch 1's checkpoint is announced. Ultralytics
+    # saves last.pt before its epoch-end callbacks, so epoch 1's metrics (or, if the orphaned child saved
+    # epoch 2 before it noticed, epoch 2's) are usually in a checkpoint but not yet in Redis.
+    first = stack.start_worker()
+    mgr = stack.manager()
+    run_id = mgr.train("erin", "yolov8n.pt", str(shapes), epochs=3, run_name="window", **TINY)
+    for _, event in mgr.subscribe("erin", run_id, timeout=300):
+        if event.type is EventType.CHECKPOINT:
+            os.kill(first.pid, signal.SIGKILL)
+            break
+    first.wait()
+
+    # When: another worker resumes the run
+    stack.start_worker()
+    run = mgr.wait("erin", run_id, timeout=300)
+
+    # Then: every epoch is in the stream and the registry exactly once, in order, with every metric
+    assert run.status is RunStatus.COMPLETED, run.reason
+    assert transitions(mgr, run_id) == ["queued", "running", "interrupted", "queued", "running", "completed"]
+    reported = [e for _, e in mgr.subscribe("erin", run_id, after="0", timeout=5) if e.type is EventType.METRICS]
+    assert [e.epoch for e in reported] == [1, 2, 3]
+    assert all(set(e.metrics or {}) >= METRIC_KEYS for e in reported), [sorted(e.metrics or {}) for e in reported]
+    assert [epoch for epoch, _ in mgr.get_metrics("erin", run_id)] == [1, 2, 3]
 
 
 def test_limits_hold_and_users_are_served_round_robin(stack: Stack, coco8: Path):

@@ -203,3 +203,34 @@ def test_a_runs_feed_goes_on_past_an_earlier_end_when_the_run_was_resumed(redis_
 
     # Then it ends at the last end, not the first
     assert [event.status.value for _, event in feed][-1] == "completed" and len(feed) == 6
+
+
+def test_a_metrics_event_for_an_epoch_already_reported_is_dropped(bus: EventBus) -> None:
+    # Given a run that reported epochs 1 and 2
+    bus.publish("r1", "alice", EventType.METRICS, epoch=1, metrics={"loss": 1.0})
+    bus.publish("r1", "alice", EventType.METRICS, epoch=2, metrics={"loss": 0.5})
+
+    # When a resumed attempt sends epochs 1 and 2 again, then 3, with a log line between
+    again = [bus.publish("r1", "alice", EventType.METRICS, epoch=e, metrics={"loss": 9.0}) for e in (1, 2)]
+    log = bus.publish("r1", "alice", EventType.LOG, reason="resuming")
+    third = bus.publish("r1", "alice", EventType.METRICS, epoch=3, metrics={"loss": 0.25})
+
+    # Then the copies are dropped without using a seq; every other event is kept
+    assert again == [None, None]
+    assert log is not None and log.seq == 3 and third is not None and third.seq == 4
+    history = bus.history("r1")
+    assert [(e.type, e.epoch) for e in history] == [
+        (EventType.METRICS, 1), (EventType.METRICS, 2), (EventType.LOG, None), (EventType.METRICS, 3)
+    ]  # fmt: skip
+    assert [e.metrics["loss"] for e in history if e.metrics] == [1.0, 0.5, 0.25]
+
+
+def test_reported_epochs_are_counted_per_run(bus: EventBus) -> None:
+    # Given run A at epoch 5
+    bus.publish("runA", "alice", EventType.METRICS, epoch=5, metrics={})
+
+    # When run B reports its epoch 1
+    event = bus.publish("runB", "alice", EventType.METRICS, epoch=1, metrics={})
+
+    # Then it is published
+    assert event is not None and event.epoch == 1

@@ -32,8 +32,15 @@ def range_stream(client: redis.Redis, stream: str, start: str = "-", count: int 
 
 
 # seq, stream and channels are updated in one step so that the stream order is the seq order
-# and a subscriber never sees seq n+1 before n.
+# and a subscriber never sees seq n+1 before n. A metrics event (ARGV[4] is its epoch) for an epoch
+# already reported is dropped: a resumed attempt re-sends the epochs its checkpoint holds.
 _PUBLISH = """
+if ARGV[4] ~= '' then
+  if tonumber(ARGV[4]) <= tonumber(redis.call('GET', KEYS[6]) or '0') then
+    return false
+  end
+  redis.call('SET', KEYS[6], ARGV[4])
+end
 local seq = redis.call('INCR', KEYS[1])
 local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'seq', seq, 'event', event)
@@ -53,7 +60,8 @@ class EventBus:
         self._script = client.register_script(_PUBLISH)
         self._maxlen = (run_maxlen, user_maxlen)
 
-    def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> Event:
+    def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> Event | None:
+        """Number, store and broadcast one event; None for a metrics event of an epoch already reported."""
         # Build the event first: a bad field must fail here, not after it was stored.
         if fields.get("status") is not None:
             fields["status"] = RunStatus(fields["status"])
@@ -68,10 +76,15 @@ class EventBus:
                 k.user_stream(user_id),
                 k.run_channel(run_id),
                 k.user_channel(user_id),
+                k.run_reported_epoch(run_id),
             ],
-            args=[json.dumps(body, separators=(",", ":")), *self._maxlen],
+            args=[
+                json.dumps(body, separators=(",", ":")),
+                *self._maxlen,
+                event.epoch if type is EventType.METRICS and event.epoch is not None else "",
+            ],
         )
-        return Event.from_json(raw)
+        return Event.from_json(raw) if raw else None
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
         """Events of one run from the stream, oldest first, with ``seq > after_seq``."""

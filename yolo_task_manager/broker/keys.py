@@ -24,6 +24,10 @@ class Keys:
     def run_seq(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:seq"
 
+    def run_reported_epoch(self, run_id: str) -> str:
+        """The last epoch whose metrics event was published: a later copy of it is dropped."""
+        return f"{self.prefix}:run:{run_id}:reported-epoch"
+
     def user_channel(self, user_id: str) -> str:
         """Pub/sub channel with every event of all of one user's runs."""
         return f"{self.prefix}:user:{user_id}"

@@ -163,8 +163,10 @@ class TrainingSupervisor:
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.pop("type")
         if kind == "metrics":
-            if self.rt.registry.record_metrics(self.run.run_id, message["epoch"], message["metrics"]):
-                self._outbox.append({"type": EventType.METRICS, **message})
+            # Both sides drop an epoch they already have: a resumed child re-sends its checkpoint's epochs,
+            # whose events a killed worker may have recorded but never published (or never read).
+            self.rt.registry.record_metrics(self.run.run_id, message["epoch"], message["metrics"])
+            self._outbox.append({"type": EventType.METRICS, **message})
         elif kind == "checkpoint":
             self._outbox.append({"type": EventType.CHECKPOINT, "epoch": message["epoch"], "epochs": message["epochs"]})
         elif kind == "log":

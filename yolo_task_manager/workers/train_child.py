@@ -24,10 +24,15 @@ class StopRequested(Exception):
     """Raised from a batch callback: unlike ``trainer.stop``, it leaves last.pt resumable."""
 
 
+_SAVING = threading.Lock()
+"""Held while ultralytics writes its checkpoints, so that an orphaned child never exits mid-write."""
+
+
 def _watch_parent(parent: int) -> None:
     while True:
         if os.getppid() != parent:
-            os._exit(EXIT_ORPHANED)
+            with _SAVING:
+                os._exit(EXIT_ORPHANED)
         time.sleep(1.0)
 
 
@@ -41,10 +46,10 @@ def _floats(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def resumable(last: Path) -> bool:
-    """True when ``last`` holds an unfinished epoch counter and optimizer state (not a stripped file)."""
+def resume_checkpoint(last: Path) -> dict[str, Any] | None:
+    """``last``'s contents when it holds an unfinished epoch counter and optimizer state, else None."""
     if not last.is_file():
-        return False
+        return None
     import torch
 
     try:
@@ -54,7 +59,31 @@ def resumable(last: Path) -> bool:
             f"{last} is damaged ({type(exc).__name__}: {exc}); delete it and resume to restart the run from "
             "its base model"
         ) from exc
-    return int(ckpt.get("epoch", -1)) >= 0 and ckpt.get("optimizer") is not None
+    resumable = int(ckpt.get("epoch", -1)) >= 0 and ckpt.get("optimizer") is not None
+    return ckpt if resumable else None
+
+
+def resumable(last: Path) -> bool:
+    """True when ``last`` can be resumed (a stopped or killed training's, not a finished one's)."""
+    return resume_checkpoint(last) is not None
+
+
+def trained_epochs(ckpt: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
+    """The metrics of each epoch a checkpoint holds, from the results table ultralytics saved in it.
+
+    A resumed attempt sends them again: the worker that died may never have published the last of
+    them (ultralytics saves the checkpoint before it runs the epoch-end callbacks).
+    """
+    table: dict[str, list[Any]] = ckpt.get("train_results") or {}
+    saved = int(ckpt["epoch"]) + 1
+    rows: dict[int, dict[str, Any]] = {}
+    for i, epoch in enumerate(table.get("epoch", [])):
+        if epoch is not None and int(epoch) <= saved:  # a later row is a killed attempt's unsaved epoch
+            row = {key: column[i] for key, column in table.items() if key not in ("epoch", "time")}
+            rows[int(epoch)] = {**row, "elapsed": table["time"][i]} if "time" in table else row
+    if saved in rows:
+        rows[saved].update(ckpt.get("train_metrics") or {})  # the saved epoch's own metrics and fitness
+    return [(epoch, _floats(rows[epoch])) for epoch in sorted(rows)]
 
 
 def _offline_check_amp(model: Any) -> bool:
@@ -77,7 +106,8 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
     save_dir = Path(spec["save_dir"])
     last = save_dir / "weights" / "last.pt"
     best = save_dir / "weights" / "best.pt"
-    resume = resumable(last)
+    ckpt = resume_checkpoint(last)
+    resume = ckpt is not None
     if last.is_file() and not resume and best.is_file():
         # ultralytics strips last.pt only after the final validation: the training had finished.
         emit(type="log", message=f"training had finished: publishing {best}")
@@ -116,16 +146,29 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
         if stop.is_set():
             raise StopRequested
 
+    def on_pretrain_routine_start(trainer: Any) -> None:
+        save_model = trainer.save_model
+
+        def save_whole() -> Any:
+            with _SAVING:
+                return save_model()
+
+        trainer.save_model = save_whole
+
     for name, callback in [
         ("on_train_epoch_end", on_train_epoch_end),
         ("on_fit_epoch_end", on_fit_epoch_end),
         ("on_model_save", on_model_save),
         ("on_train_batch_end", on_train_batch_end),
+        ("on_pretrain_routine_start", on_pretrain_routine_start),
     ]:
         model.add_callback(name, callback)
 
-    if resume:
+    if ckpt is not None:
         emit(type="log", message=f"resuming from {last}")
+        for epoch, metrics in trained_epochs(ckpt):
+            emit(type="metrics", epoch=epoch, epochs=ckpt["train_args"]["epochs"], metrics=metrics)
+        del ckpt
         model.train(resume=str(last), data=spec["data"], device=spec["device"], save_dir=str(save_dir))
     else:
         model.train(
