@@ -167,6 +167,27 @@ def test_an_epoch_saved_but_not_yet_reported_when_the_worker_dies_is_reported_by
     assert [epoch for epoch, _ in mgr.get_metrics("erin", run_id)] == [1, 2, 3]
 
 
+def test_a_deployment_on_postgresql_trains_and_records_every_epoch(stack: Stack, coco8: Path, postgres_url: str):
+    # Given: a producer and a worker whose registry is a real PostgreSQL server, as in docker-compose
+    stack.start_worker(database_url=postgres_url)
+    mgr = stack.manager(database_url=postgres_url)
+    seen: list[int] = []
+
+    # When
+    run_id = mgr.train("gail", "yolov8n.pt", str(coco8), epochs=2, run_name="pg",
+                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+    run = mgr.wait("gail", run_id, timeout=300)
+
+    # Then: the run, its transitions, its metrics and its model are all there
+    assert run.status is RunStatus.COMPLETED, run.reason
+    assert transitions(mgr, run_id) == ["queued", "running", "completed"]
+    assert [epoch for epoch, values in mgr.get_metrics("gail", run_id) if set(values) >= METRIC_KEYS] == [1, 2]
+    wait_for(lambda: len(seen) >= 2, 30, "both epochs")
+    assert seen == [1, 2]
+    assert [m.name for m in mgr.list_models("gail")] == ["pg"]
+    assert mgr._rt.registry.engine.dialect.name == "postgresql"
+
+
 def test_limits_hold_and_users_are_served_round_robin(stack: Stack, coco8: Path):
     # Given: two workers, global_limit 2, per_user_limit 1, and three users with two runs each
     mgr = stack.manager(global_limit=2, per_user_limit=1)

@@ -1,4 +1,4 @@
-"""Unit-test fixtures: fakeredis, a SQLite registry in ``tmp_path``, and run factories.
+"""Unit-test fixtures: fakeredis, a registry (on SQLite in ``tmp_path``, and again on PostgreSQL), run factories.
 
 Nothing here starts a Redis server or imports torch or ultralytics.
 """
@@ -39,9 +39,13 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """An empty registry; each test that uses it runs on both databases the project supports."""
+    if request.param == "sqlite":
+        reg = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    else:
+        reg = Registry(request.getfixturevalue("postgres_url"))
     yield reg
     reg.close()
 

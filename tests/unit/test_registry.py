@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -429,3 +432,33 @@ def test_started_at_comparisons_use_aware_datetimes(registry: Registry, create_r
 
     # Then it is about ten seconds (no naive/aware TypeError, no timezone shift)
     assert timedelta(seconds=9) < age < timedelta(seconds=60)
+
+
+def test_concurrent_transitions_record_the_state_each_one_really_left(
+    registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given: a run, and three writers (each with its own connections, as separate processes have) that keep
+    # moving it around the cycle running -> interrupted -> queued -> running
+    run = registry.transition(create_run().run_id, RunStatus.RUNNING)
+    writers = [Registry(registry.url) for _ in range(3)]
+    steps = [RunStatus.INTERRUPTED, RunStatus.QUEUED, RunStatus.RUNNING]
+
+    def move(writer: Registry, to: RunStatus) -> None:
+        for _ in range(40):
+            with contextlib.suppress(InvalidTransition):
+                writer.transition(run.run_id, to)
+
+    # When they race
+    threads = [threading.Thread(target=move, args=pair) for pair in zip(writers, steps, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for writer in writers:
+        writer.close()
+
+    # Then: the recorded transitions form one chain, each starting where the one before it ended
+    chain = registry.get_transitions(run.run_id)
+    assert len(chain) > 3
+    assert all(prev[1] == step[0] for prev, step in itertools.pairwise(chain)), [(f, t) for f, t, _, _ in chain]
+    assert chain[-1][1] == registry.get_run(run.run_id).status.value

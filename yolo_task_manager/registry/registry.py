@@ -115,15 +115,21 @@ class Registry:
         query = update(runs).where(runs.c.run_id == run_id, runs.c.status.in_([s.value for s in allowed]))
         if attempt is not None:
             query = query.where(runs.c.attempt == attempt)
+        status_now = select(runs.c.status).where(runs.c.run_id == run_id)
         with self.engine.begin() as conn:
-            before = conn.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
-            if before is None:
-                raise NotFound(f"no run {run_id!r}")
-            if conn.execute(query.values(**changes)).rowcount != 1:
-                raise InvalidTransition(
-                    f"run {run_id} is {before}: it cannot become {to.value}"
-                    + (f" (attempt {attempt} no longer owns it)" if attempt is not None else "")
-                )
+            # Compare and set: the update applies only to the state just read, so the row records the state
+            # the run really left even when another process moves it in between (then read it again).
+            while True:
+                before = conn.execute(status_now).scalar()
+                if before is None:
+                    raise NotFound(f"no run {run_id!r}")
+                if conn.execute(query.where(runs.c.status == before).values(**changes)).rowcount == 1:
+                    break
+                if conn.execute(status_now).scalar() == before:
+                    raise InvalidTransition(
+                        f"run {run_id} is {before}: it cannot become {to.value}"
+                        + (f" (attempt {attempt} no longer owns it)" if attempt is not None else "")
+                    )
             conn.execute(
                 insert(run_events).values(
                     run_id=run_id, from_status=before, to_status=to.value, reason=reason, at=_now()
