@@ -1,15 +1,18 @@
-"""Redis restarting under a training, and the time limit."""
+"""Redis restarting under a training, the embedded worker dying, and the time limit."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import TINY, Stack, is_resumable, wait_for
-from yolo_task_manager import RunStatus
+from yolo_task_manager import RunStatus, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis
+from yolo_task_manager.storage import LocalFileSystemStorage
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +74,29 @@ def test_max_duration_ends_the_run_timed_out_with_a_resumable_checkpoint(stack: 
     if seen:  # an epoch finished within the limit, so a checkpoint exists
         assert is_resumable(last)
     assert len(seen) < 50
+
+
+def test_the_embedded_worker_is_started_again_when_it_dies_and_the_run_resumes(stack: Stack, shapes: Path):
+    # Given: the single-machine default (its own Redis and worker) training 3 epochs, at epoch 1
+    settings = stack.settings.replace(redis_url=None)
+    seen: list[int] = []
+    with YoloTaskManager(LocalFileSystemStorage(settings.storage_root), default_device="cpu", settings=settings) as mgr:
+        run_id = mgr.train("gus", "yolov8n.pt", str(shapes), epochs=3, run_name="phoenix",
+                           callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+        wait_for(lambda: seen, 300, "epoch 1")
+        worker = mgr._worker
+        assert worker is not None and worker.process is not None
+        first = worker.process
+
+        # When: its worker is killed
+        os.killpg(first.pid, signal.SIGKILL)
+        run = mgr.wait("gus", run_id, timeout=300)
+
+        # Then: another worker took over, and the run resumed from its checkpoint and completed
+        assert run.status is RunStatus.COMPLETED, run.reason
+        assert worker.process is not first and worker.process.poll() is None and len(worker.restarts) == 1
+        steps = [to for _, to, _, _ in mgr._rt.registry.get_transitions(run_id)]
+        assert steps == ["queued", "running", "interrupted", "queued", "running", "completed"]
+        wait_for(lambda: len(seen) >= 3, 30, "all epochs")
+        assert seen == [1, 2, 3]
+    assert worker.process.poll() is not None  # and close() stopped the new one
