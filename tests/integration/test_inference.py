@@ -20,6 +20,7 @@ TASKS = {  # model name -> (base model, fixture dataset)
     "pose": ("yolov8n-pose.yaml", "coco8-pose"),
     "obb": ("yolov8n-obb.yaml", "dota8"),
     "cls": ("babymelvin-cls.pt", "mnist160"),
+    "cls10": ("yolov8n-cls.yaml", "imagenet10"),
 }
 
 
@@ -48,7 +49,7 @@ def test_list_models_describes_every_model(served):
     _, mgr = served
     models = {m.name: m for m in mgr.list_models("ivy")}
     assert {n: m.task for n, m in models.items()} == {
-        "cls": "classify", "det": "detect", "obb": "obb", "pose": "pose", "seg": "segment",
+        "cls": "classify", "cls10": "classify", "det": "detect", "obb": "obb", "pose": "pose", "seg": "segment",
     }  # fmt: skip
     assert models["cls"].labels == tuple(str(i) for i in range(10))
     assert models["det"].labels[0] == "person" and models["det"].imgsz == 64
@@ -69,7 +70,7 @@ def test_detect_predictions_lie_inside_each_image_and_are_drawn(served, fixtures
     assert [(p.source, p.width, p.height) for p in predictions] == [
         (str(images[0]), 810, 1080), (str(images[1]), 1280, 720),
     ]  # fmt: skip
-    labels = set(mgr.list_models("ivy")[1].labels)
+    labels = set(next(m for m in mgr.list_models("ivy") if m.name == "det").labels)
     for p in predictions:
         assert p.ok and p.task == "detect" and p.detections
         for d in p.detections:
@@ -121,6 +122,25 @@ def test_each_task_type_returns_its_own_parts(served, fixtures_dir: Path):
     assert obb.detections and all(d.rotated_box and len(d.rotated_box) == 5 for d in obb.detections[:5])
     assert len(cls.top_k) == 5 and {name for _, name, _ in cls.top_k} <= {str(i) for i in range(10)}
     assert cls.top_k[0][2] >= cls.top_k[-1][2] and not cls.detections
+
+
+def test_an_imagenet10_classifier_lists_the_class_names_its_predictions_carry(served, fixtures_dir: Path):
+    # Given: a classifier trained from scratch on imagenet10, whose class folders are ImageNet ids
+    # (n01440764, ...) and whose file names hold spaces
+    _, mgr = served
+    imagenet10 = fixtures_dir / "datasets" / "imagenet10"
+    image = imagenet10 / "val" / "n01443537" / "ILSVRC2012_val_00002241 copy.JPEG"
+
+    # When
+    model = next(m for m in mgr.list_models("ivy") if m.name == "cls10")
+    prediction = mgr.infer("ivy", "cls10", image)[0]
+
+    # Then: ultralytics shows ImageNet ids as words, and the model's labels say the same
+    assert model.task == "classify" and len(model.labels) == 10 and model.labels[:2] == ("tench", "goldfish")
+    assert model.key_metric is not None and model.key_metric[0] == "top1"
+    assert prediction.ok and prediction.source == str(image) and len(prediction.top_k) == 5
+    assert all(model.labels[class_id] == name for class_id, name, _ in prediction.top_k), prediction.top_k
+    assert 0 < sum(p for *_, p in prediction.top_k) <= 1.0001
 
 
 def test_repeated_inference_uses_the_cached_model(served, fixtures_dir: Path):

@@ -86,6 +86,17 @@ def trained_epochs(ckpt: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
     return [(epoch, _floats(rows[epoch])) for epoch in sorted(rows)]
 
 
+def _labels(names: dict[int, str]) -> list[str]:
+    """Class names as predictions will carry them: ultralytics shows ImageNet ids (n01440764) as words."""
+    from ultralytics.nn.autobackend import check_class_names
+
+    try:
+        names = check_class_names(names)
+    except KeyError:  # an id-like name that is not in ImageNet: predictions keep it as it is
+        pass
+    return [names[i] for i in sorted(names)]
+
+
 def _offline_check_amp(model: Any) -> bool:
     # ultralytics' check_amp downloads yolo26n.pt to compare outputs; trust AMP instead, as the
     # check does whenever it cannot download.
@@ -113,8 +124,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
         emit(type="log", message=f"training had finished: publishing {best}")
         model = YOLO(str(best))
         args = model.ckpt.get("train_args", {}) if model.ckpt else {}
-        names = model.names
-        emit(type="result", best=str(best), task=model.task, names=[names[i] for i in sorted(names)],
+        emit(type="result", best=str(best), task=model.task, names=_labels(model.names),
              imgsz=args.get("imgsz"), metrics=_floats(model.ckpt.get("train_metrics") or {}))  # fmt: skip
         return EXIT_OK
     model = YOLO(str(last) if resume else spec["model"], task=spec["task"])
@@ -180,7 +190,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
         type="result",
         best=str(trainer.best),
         task=model.task,
-        names=[trainer.data["names"][i] for i in sorted(trainer.data["names"])],
+        names=_labels(trainer.data["names"]),
         imgsz=trainer.args.imgsz,
         metrics=_floats(trainer.metrics or {}),
     )
