@@ -90,11 +90,8 @@ def _labels(names: dict[int, str]) -> list[str]:
     """Class names as predictions will carry them: ultralytics shows ImageNet ids (n01440764) as words."""
     from ultralytics.nn.autobackend import check_class_names
 
-    try:
-        names = check_class_names(names)
-    except KeyError:  # an id-like name that is not in ImageNet: predictions keep it as it is
-        pass
-    return [names[i] for i in sorted(names)]
+    named = check_class_names(names)
+    return [named[i] for i in sorted(named)]
 
 
 def _offline_check_amp(model: Any) -> bool:
