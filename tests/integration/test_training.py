@@ -10,6 +10,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.integration.conftest import TINY, Stack, is_resumable, wait_for
@@ -94,6 +95,30 @@ def test_stop_keeps_a_resumable_checkpoint_and_resume_finishes_the_epochs(stack:
     assert [epoch for epoch, _ in mgr.get_metrics("bob", run_id)] == list(range(1, 9))
     assert stopped.last_epoch is not None and stopped.last_epoch < 8
     assert transitions(mgr, run_id) == ["queued", "running", "stopped", "queued", "running", "completed"]
+
+
+def test_a_training_that_ignores_a_stop_is_killed_after_the_grace_period(stack: Stack, shapes: Path):
+    # Given: a training whose process is frozen (SIGSTOP) right after epoch 1, so it cannot honour a stop
+    worker = stack.start_worker(stop_grace=3.0)
+    mgr = stack.manager()
+    seen: list[int] = []
+    run_id = mgr.train("hal", "yolov8n.pt", str(shapes), epochs=4, run_name="frozen",
+                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+    wait_for(lambda: seen, 300, "epoch 1")
+    (child,) = psutil.Process(worker.pid).children()
+    child.suspend()
+
+    # When: it is asked to stop
+    assert mgr.stop("hal", run_id) is True
+    stopped = mgr.wait("hal", run_id, timeout=120)
+
+    # Then: the worker killed it after the grace period, and the run still resumes to the end
+    assert stopped.status is RunStatus.STOPPED and stopped.reason == "stopped by user"
+    assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
+    log = "".join(p.read_text() for p in stack.settings.state_dir.glob("worker-*.log"))
+    assert f"run {run_id} ignored the stop request for 3.0s: killing it" in log
+    mgr.resume("hal", run_id)
+    assert mgr.wait("hal", run_id, timeout=300).status is RunStatus.COMPLETED
 
 
 def test_stop_on_a_queued_run_ends_it_without_running(stack: Stack, coco8: Path):
