@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,47 @@ def test_legacy_yolov5_checkpoint_is_refused(world, fixtures_dir: Path, stack: S
     shutil.copyfile(fixtures_dir / "weights" / "yolov5n.pt", stack.settings.pretrained_dir / "yolov5n.pt")
     with pytest.raises(InvalidInput, match="legacy YOLOv5"):
         mgr.train("mallory", "yolov5n.pt", str(coco8), epochs=1, **TINY)
+
+
+def _crafted_checkpoint(path: Path, marker: Path) -> Path:
+    """A .pt whose pickle runs `touch marker` when loaded (GLOBAL posix.system, REDUCE)."""
+    command = f"touch {marker}".encode()
+    payload = b"\x80\x02cposix\nsystem\nq\x00X" + len(command).to_bytes(4, "little") + command + b"\x85R."
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+    return path
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_before_anything_loads_it(world, tmp_path: Path):
+    mgr, coco8 = world
+    marker = tmp_path / "pwned"
+    evil = _crafted_checkpoint(tmp_path / "mallory-best.pt", marker)
+    with pytest.raises(InvalidInput, match=r"refers to posix\.system.*so it is refused"):
+        mgr.train("mallory", str(evil), str(coco8), epochs=1, **TINY)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_swapped_after_it_was_queued_is_refused_on_the_worker(stack: Stack, coco8: Path, tmp_path: Path):
+    # Given: a run queued from a sound checkpoint in mallory's folder, which she then replaces with a crafted one
+    mgr = stack.manager()
+    sound = tmp_path / "mallory-best.pt"
+    shutil.copyfile(stack.settings.pretrained_dir / "yolov8n.pt", sound)
+    run_id = mgr.train("mallory", str(sound), str(coco8), epochs=1, **TINY)
+    marker = tmp_path / "pwned"
+    _crafted_checkpoint(sound, marker)
+
+    # When a worker takes the run
+    stack.start_worker()
+    run = mgr.wait("mallory", run_id, timeout=120)
+
+    # Then it fails, saying why, and the payload never ran
+    assert run.status is RunStatus.FAILED
+    assert (
+        run.reason is not None
+        and "base model check failed on the worker" in run.reason
+        and "posix.system" in run.reason
+    )
+    assert not marker.exists()
 
 
 def test_broken_datasets_are_refused_with_the_file_named(world, tmp_path: Path):

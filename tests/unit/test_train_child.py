@@ -1,6 +1,8 @@
-"""What a resumed training child re-sends: the epochs its checkpoint holds, from ultralytics' results table."""
+"""What a resumed training child re-sends: the epochs its checkpoint holds, as logged or as ultralytics saved them."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from yolo_task_manager.workers.train_child import trained_epochs
 
@@ -13,12 +15,16 @@ def _table(*rows: tuple[int, float, float]) -> dict[str, list[float]]:
     }
 
 
-def test_every_saved_epoch_is_listed_with_its_losses_and_elapsed_time() -> None:
-    # Given a checkpoint saved after epoch 2 (ultralytics counts from 0) with two result rows
+def _logged(epoch: int, loss: float) -> dict[str, Any]:
+    return {"epoch": epoch, "epochs": 9, "metrics": {"train/box_loss": loss, "fitness": 0.5, "elapsed": 1.0}}
+
+
+def test_without_a_log_the_results_table_gives_each_saved_epoch_and_the_checkpoint_its_fitness() -> None:
+    # Given a checkpoint saved after epoch 2 (ultralytics counts from 0) with two result rows, and no log
     ckpt = {"epoch": 1, "train_results": _table((1, 3.5, 2.0), (2, 7.0, 1.5)), "train_metrics": {"fitness": 0.25}}
 
     # When its epochs are listed
-    epochs = trained_epochs(ckpt)
+    epochs = trained_epochs(ckpt, [])
 
     # Then both are there in order; the saved epoch also carries its fitness
     assert epochs == [
@@ -27,16 +33,32 @@ def test_every_saved_epoch_is_listed_with_its_losses_and_elapsed_time() -> None:
     ]
 
 
-def test_a_row_written_after_the_checkpoint_is_left_out_and_the_latest_row_of_an_epoch_wins() -> None:
-    # Given a results table where a killed attempt wrote epoch 3 (never saved), and a resumed one rewrote it
-    table = _table((1, 1.0, 3.0), (2, 2.0, 2.0), (3, 3.0, 9.9), (3, 1.2, 1.0), (4, 2.4, 0.5))
+def test_logged_epochs_are_sent_as_logged_and_the_unlogged_saved_epoch_comes_from_the_checkpoint() -> None:
+    # Given: epoch 1 was logged (and maybe never published); the worker died between saving epoch 2 and logging it
+    ckpt = {"epoch": 1, "train_results": _table((1, 3.5, 2.0), (2, 7.0, 1.5)), "train_metrics": {"fitness": 0.25}}
 
-    # When the checkpoint of epoch 3 is read
-    epochs = trained_epochs({"epoch": 2, "train_results": table, "train_metrics": {}})
+    # When
+    epochs = trained_epochs(ckpt, [_logged(1, 2.0)])
+
+    # Then epoch 1 has every logged metric (fitness included), epoch 2 what the checkpoint holds
+    assert epochs == [
+        (1, {"train/box_loss": 2.0, "fitness": 0.5, "elapsed": 1.0}),
+        (2, {"train/box_loss": 1.5, "elapsed": 7.0, "fitness": 0.25}),
+    ]
+
+
+def test_epochs_past_the_checkpoint_are_left_out_and_the_latest_line_of_an_epoch_wins() -> None:
+    # Given: a killed attempt logged and tabled epoch 3 without saving it; the resumed one redid it, and is
+    # now being resumed again from its checkpoint of epoch 3
+    table = _table((1, 1.0, 3.0), (2, 2.0, 2.0), (3, 3.0, 9.9), (3, 1.2, 1.0), (4, 2.4, 0.5))
+    logged = [_logged(1, 3.0), _logged(2, 2.0), _logged(3, 9.9), _logged(3, 1.0), _logged(4, 0.5)]
+
+    # When
+    epochs = trained_epochs({"epoch": 2, "train_results": table, "train_metrics": {}}, logged)
 
     # Then epoch 3 has the resumed attempt's values and epoch 4, not in the checkpoint, is absent
     assert [(e, m["train/box_loss"]) for e, m in epochs] == [(1, 3.0), (2, 2.0), (3, 1.0)]
 
 
-def test_a_checkpoint_without_a_results_table_has_nothing_to_resend() -> None:
-    assert trained_epochs({"epoch": 4}) == []
+def test_a_checkpoint_without_a_results_table_or_log_has_nothing_to_resend() -> None:
+    assert trained_epochs({"epoch": 4}, []) == []

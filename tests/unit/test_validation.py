@@ -201,6 +201,22 @@ def test_a_third_party_classification_checkpoint_resolves_as_classify(tmp_path: 
     assert by_path == (str(copied), "classify")
 
 
+def test_a_checkpoint_that_would_run_code_is_refused_by_path_but_trusted_from_the_operators_folder(
+    tmp_path: Path, pretrained: Path
+) -> None:
+    # Given the same crafted checkpoint (its pickle calls os.system) in a user's folder and in pretrained/
+    pickle_bytes = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."
+    elsewhere = tmp_path / "alice" / "evil.pt"
+    elsewhere.parent.mkdir()
+    _fake_checkpoint(elsewhere, pickle_bytes)
+    _fake_checkpoint(pretrained / "vouched.pt", pickle_bytes)
+
+    # When / Then: by path it is refused, naming the call and the folder an operator can vouch for it with
+    with pytest.raises(InvalidInput, match=rf"refers to posix\.system.*copy it into {pretrained}/"):
+        resolve_base_model(str(elsewhere), pretrained)
+    assert resolve_base_model("vouched.pt", pretrained) == (str(pretrained / "vouched.pt"), "detect")
+
+
 @pytest.mark.parametrize("content", [b"not a checkpoint\n", b"", b"PK\x03\x04 truncated"])
 def test_a_file_named_pt_that_is_not_a_checkpoint_is_rejected(content: bytes, pretrained: Path) -> None:
     # Given a text file, an empty file or a truncated zip named x.pt

@@ -6,13 +6,13 @@ import difflib
 import functools
 import importlib.util
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from yolo_task_manager.errors import InvalidInput, WeightsUnavailable
+from yolo_task_manager.pickles import check_checkpoint, read_pickle
 
 __all__ = ["check_task_fits", "parse_duration", "resolve_base_model", "validate_epochs", "validate_hyp"]
 
@@ -55,26 +55,24 @@ def _task_from_name(name: str) -> str:
     return _TASK_OF_MARKER[m.group(1)] if m else "detect"
 
 
-def _checkpoint_task(path: Path) -> str:
-    """The task of an ultralytics checkpoint; reject files ultralytics 8 cannot load."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickle_name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-            data = archive.read(pickle_name)
-    except (zipfile.BadZipFile, StopIteration, OSError):
-        raise InvalidInput(f"{path} is not a PyTorch checkpoint (.pt zip archive): re-export or re-copy it") from None
+def _checkpoint_task(path: Path, pretrained_dir: Path) -> str:
+    """The task of an ultralytics checkpoint; reject files ultralytics 8 cannot load, or should not."""
+    data = read_pickle(path)
     if b"ultralytics" not in data and b"models.yolo" in data:
         raise InvalidInput(
             f"{path} is a legacy YOLOv5 checkpoint (models.yolo.Model), which ultralytics 8 cannot load: "
             "use a YOLOv8/YOLO11 checkpoint, or a model yaml such as yolov8n.yaml to train from scratch"
         )
+    if path.parent != pretrained_dir:  # the operator's folder holds files they vouch for
+        check_checkpoint(path, data, trusted_dir=pretrained_dir)
     return next((task for marker, task in _TASK_OF_CLASS.items() if marker in data), "detect")
 
 
 def resolve_base_model(base_model: str, pretrained_dir: Path) -> tuple[str, str]:
     """Return (what ultralytics should load, task) for ``base_model``.
 
-    A ``.pt`` name is looked up in ``pretrained_dir``; an absolute path is used as is; a model yaml
+    A ``.pt`` name is looked up in ``pretrained_dir``; an absolute path is used as is, once its pickle is
+    found to build nothing but layers and tensors (``pickles.check_checkpoint``); a model yaml
     (``yolov8n.yaml``) may also be one that ultralytics ships, and trains from scratch.
 
     Raises:
@@ -105,7 +103,7 @@ def resolve_base_model(base_model: str, pretrained_dir: Path) -> tuple[str, str]
             "(from a machine with internet access; this system never downloads weights), "
             "or train from scratch with a yaml such as 'yolov8n.yaml'"
         )
-    return str(local), _checkpoint_task(local)
+    return str(local), _checkpoint_task(local, pretrained_dir)
 
 
 def check_task_fits(model_task: str, dataset_task: str, base_model: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import threading
 import traceback
 import uuid
@@ -15,6 +17,7 @@ import redis
 
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.errors import InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
+from yolo_task_manager.pickles import check_checkpoint
 from yolo_task_manager.values import Run, RunStatus
 from yolo_task_manager.workers.supervisor import Outcome, TrainingSupervisor
 
@@ -84,10 +87,14 @@ def _train(rt: Any, run: Run, lease: Any) -> Outcome:
             data = write_training_data(dataset, run_dir)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"dataset check failed on the worker: {exc}")
+    try:
+        model = _base_model(run, rt.settings.pretrained_dir, run_dir)
+    except InvalidInput as exc:
+        return Outcome(status=RunStatus.FAILED, reason=f"base model check failed on the worker: {exc}")
     spec = {
         "run_id": run.run_id,
         "queue": rt.worker_queue,
-        "model": run.base_model,
+        "model": model,
         "task": run.task,
         "data": data,
         "epochs": run.epochs,
@@ -96,6 +103,23 @@ def _train(rt: Any, run: Run, lease: Any) -> Outcome:
         "save_dir": str(run_dir / "train"),
     }
     return TrainingSupervisor(rt, run, lease, spec, run_dir).supervise()
+
+
+def _base_model(run: Run, pretrained_dir: Path, run_dir: Path) -> str:
+    """What the training loads: a checkpoint from outside the operator's folder is copied into the run and
+    checked there, so the file that is loaded is the file that was checked."""
+    source = Path(run.base_model)
+    if source.suffix != ".pt" or not source.is_absolute() or source.parent == pretrained_dir:
+        return run.base_model
+    copy = run_dir / "base.pt"
+    if not copy.is_file():
+        try:
+            shutil.copyfile(source, run_dir / "base.pt.tmp")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source} on this worker: {exc.strerror}") from None
+        os.replace(run_dir / "base.pt.tmp", copy)
+    check_checkpoint(copy)
+    return str(copy)
 
 
 def _finish(rt: Any, run: Run, outcome: Outcome) -> None:

@@ -6,6 +6,7 @@ offline environment (``offline.offline_env``), in its own process group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,22 +69,38 @@ def resumable(last: Path) -> bool:
     return resume_checkpoint(last) is not None
 
 
-def trained_epochs(ckpt: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
-    """The metrics of each epoch a checkpoint holds, from the results table ultralytics saved in it.
+EPOCH_LOG = "epochs.jsonl"
+"""In the save dir: each epoch's metrics as sent, one JSON object a line, written before they are sent."""
+
+
+def trained_epochs(ckpt: dict[str, Any], logged: list[dict[str, Any]]) -> list[tuple[int, dict[str, float]]]:
+    """The metrics of each epoch a checkpoint holds: as logged (``EPOCH_LOG``) where they were, else
+    from the results table and metrics ultralytics saved in the checkpoint.
 
     A resumed attempt sends them again: the worker that died may never have published the last of
     them (ultralytics saves the checkpoint before it runs the epoch-end callbacks).
     """
-    table: dict[str, list[Any]] = ckpt.get("train_results") or {}
     saved = int(ckpt["epoch"]) + 1
     rows: dict[int, dict[str, Any]] = {}
+    table: dict[str, list[Any]] = ckpt.get("train_results") or {}
     for i, epoch in enumerate(table.get("epoch", [])):
-        if epoch is not None and int(epoch) <= saved:  # a later row is a killed attempt's unsaved epoch
-            row = {key: column[i] for key, column in table.items() if key not in ("epoch", "time")}
-            rows[int(epoch)] = {**row, "elapsed": table["time"][i]} if "time" in table else row
+        row = {key: column[i] for key, column in table.items() if key not in ("epoch", "time")}
+        rows[int(epoch)] = {**row, "elapsed": table["time"][i]} if "time" in table else row
     if saved in rows:
         rows[saved].update(ckpt.get("train_metrics") or {})  # the saved epoch's own metrics and fitness
-    return [(epoch, _floats(rows[epoch])) for epoch in sorted(rows)]
+    rows.update((int(line["epoch"]), line["metrics"]) for line in logged)
+    # Later lines and rows win; a killed attempt may have written an epoch past its checkpoint.
+    return [(epoch, _floats(rows[epoch])) for epoch in sorted(rows) if epoch <= saved]
+
+
+def _read_epoch_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line cut short by a kill
+            lines.append(json.loads(line))
+    return lines
 
 
 def _labels(names: dict[int, str]) -> list[str]:
@@ -144,7 +161,10 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
             "fitness": trainer.fitness if trainer.fitness is not None else float("nan"),
             "elapsed": time.time() - started,
         }
-        emit(type="metrics", epoch=trainer.epoch + 1, epochs=trainer.epochs, metrics=_floats(values))
+        line = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "metrics": _floats(values)}
+        with open(save_dir / EPOCH_LOG, "a") as log:
+            log.write(json.dumps(line) + "\n")
+        emit(type="metrics", **line)
 
     def on_model_save(trainer: Any) -> None:
         emit(type="checkpoint", epoch=trainer.epoch + 1, epochs=trainer.epochs, path=str(trainer.last))
@@ -173,7 +193,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
 
     if ckpt is not None:
         emit(type="log", message=f"resuming from {last}")
-        for epoch, metrics in trained_epochs(ckpt):
+        for epoch, metrics in trained_epochs(ckpt, _read_epoch_log(save_dir / EPOCH_LOG)):
             emit(type="metrics", epoch=epoch, epochs=ckpt["train_args"]["epochs"], metrics=metrics)
         del ckpt
         model.train(resume=str(last), data=spec["data"], device=spec["device"], save_dir=str(save_dir))
