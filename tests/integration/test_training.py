@@ -192,6 +192,7 @@ def test_an_epoch_saved_but_not_yet_reported_when_the_worker_dies_is_reported_by
     assert [epoch for epoch, _ in mgr.get_metrics("erin", run_id)] == [1, 2, 3]
 
 
+@pytest.mark.postgres
 def test_a_deployment_on_postgresql_trains_and_records_every_epoch(stack: Stack, coco8: Path, postgres_url: str):
     # Given: a producer and a worker whose registry is a real PostgreSQL server, as in docker-compose
     stack.start_worker(database_url=postgres_url)

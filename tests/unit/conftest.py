@@ -39,7 +39,7 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
     """An empty registry; each test that uses it runs on both databases the project supports."""
     if request.param == "sqlite":
