@@ -77,6 +77,10 @@ class _StandIn:
         pass
 
 
+class _Refused(Exception):
+    """A name the checkpoint's pickle would look up that no ultralytics checkpoint needs."""
+
+
 class _Replay(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if not _safe(module, name):
@@ -85,10 +89,6 @@ class _Replay(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> None:  # tensor storages live outside the pickle
         return None
-
-
-class _Refused(Exception):
-    pass
 
 
 def read_pickle(path: Path) -> bytes:

@@ -154,8 +154,8 @@ def http_server(cmd: list[str], env: dict[str, str], probe: str, expect: int) ->
 
 def is_resumable(last: Path) -> bool:
     """Whether ultralytics can resume from ``last`` (checked in a child: no torch in the test process)."""
-    probe = "import sys, pathlib; from yolo_task_manager.workers.train_child import resumable; "
-    probe += "print(resumable(pathlib.Path(sys.argv[1])))"
+    probe = "import sys, pathlib; from yolo_task_manager.workers.train_child import resume_checkpoint; "
+    probe += "print(resume_checkpoint(pathlib.Path(sys.argv[1])) is not None)"
     out = subprocess.run([sys.executable, "-c", probe, str(last)], capture_output=True, text=True, check=True)
     return out.stdout.strip() == "True"
 

@@ -31,9 +31,24 @@ def _checkpoint(path: Path, payload: object, protocol: int = 2) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["third_party/yolo11n-cls_mnist160_babymelvin.pt"])
-def test_a_checkpoint_made_by_ultralytics_passes(name: str) -> None:
-    check_checkpoint(FIXTURES / "weights" / name)
+def test_a_real_checkpoint_passes_and_the_same_one_calling_os_system_is_refused(tmp_path: Path) -> None:
+    # Given: a classifier another ultralytics install made, and a copy whose pickle names posix.system
+    # in place of collections.OrderedDict (protocol 2 names each global as "c<module>\n<name>\n")
+    real = FIXTURES / "weights" / "third_party" / "yolo11n-cls_mnist160_babymelvin.pt"
+    with zipfile.ZipFile(real) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    pickle_name = next(name for name in entries if name.endswith("data.pkl"))
+    assert b"ccollections\nOrderedDict\n" in entries[pickle_name]
+    entries[pickle_name] = entries[pickle_name].replace(b"ccollections\nOrderedDict\n", b"cposix\nsystem\n", 1)
+    tampered = tmp_path / "tampered.pt"
+    with zipfile.ZipFile(tampered, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+    # When / Then: the original is accepted (no error), the tampered copy refused by name
+    assert check_checkpoint(real) is None
+    with pytest.raises(InvalidInput, match=r"tampered\.pt refers to posix\.system"):
+        check_checkpoint(tampered)
 
 
 @pytest.mark.parametrize("protocol", [2, 4])

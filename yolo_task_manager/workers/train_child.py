@@ -64,11 +64,6 @@ def resume_checkpoint(last: Path) -> dict[str, Any] | None:
     return ckpt if resumable else None
 
 
-def resumable(last: Path) -> bool:
-    """True when ``last`` can be resumed (a stopped or killed training's, not a finished one's)."""
-    return resume_checkpoint(last) is not None
-
-
 EPOCH_LOG = "epochs.jsonl"
 """In the save dir: each epoch's metrics as sent, one JSON object a line, written before they are sent."""
 
@@ -132,8 +127,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
     last = save_dir / "weights" / "last.pt"
     best = save_dir / "weights" / "best.pt"
     ckpt = resume_checkpoint(last)
-    resume = ckpt is not None
-    if last.is_file() and not resume and best.is_file():
+    if last.is_file() and ckpt is None and best.is_file():
         # ultralytics strips last.pt only after the final validation: the training had finished.
         emit(type="log", message=f"training had finished: publishing {best}")
         model = YOLO(str(best))
@@ -141,7 +135,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
         emit(type="result", best=str(best), task=model.task, names=_labels(model.names),
              imgsz=args.get("imgsz"), metrics=_floats(model.ckpt.get("train_metrics") or {}))  # fmt: skip
         return EXIT_OK
-    model = YOLO(str(last) if resume else spec["model"], task=spec["task"])
+    model = YOLO(str(last) if ckpt is not None else spec["model"], task=spec["task"])
     started = time.time()
     in_epoch: list[int] = []
     emitted: set[int] = set()
