@@ -28,9 +28,9 @@ import redis
 from yolo_task_manager import Settings, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis, find_redis_server
 from yolo_task_manager.broker.keys import Keys
-from yolo_task_manager.broker.routing import queue_for_device
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.datasets.sample import make_sample_dataset
+from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.storage import LocalFileSystemStorage
 from yolo_task_manager.workers.offline import ULTRALYTICS_SETTINGS, offline_env
 

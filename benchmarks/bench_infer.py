@@ -54,7 +54,7 @@ import redis
 from _common import PY, USER, Bench, fmt_table, median, percentile, print_header, proc_stats, run_python
 
 from yolo_task_manager.broker.keys import Keys
-from yolo_task_manager.broker.routing import queue_for_device
+from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.predictions import Prediction
 from yolo_task_manager.storage import LocalFileSystemStorage
 from yolo_task_manager.workers.offline import ULTRALYTICS_SETTINGS

@@ -38,7 +38,7 @@ from _common import (
 
 from yolo_task_manager import RunStatus
 from yolo_task_manager.storage import LocalFileSystemStorage
-from yolo_task_manager.workers.protocol import SPEC_FILE
+from yolo_task_manager.workers.protocol import JOB_FILE
 
 CHILD_IMPORTS = "import yolo_task_manager.workers.train_child, ultralytics"
 """What the training child imports before training (its module lives in the yolo_task_manager package)."""
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                         raise RuntimeError(f"run {run_id} ended {run.status.value}: {run.reason}")
                     assert run.started_at and run.finished_at
                     run_dir = storage.run_dir(USER, run_id)
-                    spawned = (run_dir / SPEC_FILE).stat().st_mtime  # written just before the child is spawned
+                    spawned = (run_dir / JOB_FILE).stat().st_mtime  # written just before the child is spawned
                     child_last = (run_dir / "train.log").stat().st_mtime  # the child's last output line
                     breakdown.append(
                         {

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from yolo_task_manager.api_client import YoloTaskManager
     from yolo_task_manager.errors import (
+        AlreadyExists,
         BrokerUnavailable,
+        DatabaseUnavailable,
         DeviceUnavailable,
         InvalidInput,
         InvalidTransition,
         LimitExceeded,
+        NoLiveWorker,
         NotFound,
         StorageError,
         WaitTimeout,
@@ -26,20 +29,23 @@ if TYPE_CHECKING:
     )
     from yolo_task_manager.predictions import Detection, Prediction
     from yolo_task_manager.settings import Settings
-    from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunStatus
+    from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunSpec, RunStatus
 
 _WHERE = {
     "YoloTaskManager": "api_client",
     "Settings": "settings",
     **dict.fromkeys(["Detection", "Prediction"], "predictions"),
-    **dict.fromkeys(["Event", "EventType", "ModelMeta", "Run", "RunStatus"], "values"),
+    **dict.fromkeys(["Event", "EventType", "ModelMeta", "Run", "RunSpec", "RunStatus"], "values"),
     **dict.fromkeys(
         [
+            "AlreadyExists",
             "BrokerUnavailable",
+            "DatabaseUnavailable",
             "DeviceUnavailable",
             "InvalidInput",
             "InvalidTransition",
             "LimitExceeded",
+            "NoLiveWorker",
             "NotFound",
             "StorageError",
             "WaitTimeout",
@@ -50,9 +56,10 @@ _WHERE = {
     ),  # fmt: skip
 }
 __all__ = [
-    "BrokerUnavailable", "Detection", "DeviceUnavailable", "Event", "EventType", "InvalidInput", "InvalidTransition",
-    "LimitExceeded", "ModelMeta", "NotFound", "Prediction", "Run", "RunStatus", "Settings", "StorageError",
-    "WaitTimeout", "WeightsUnavailable", "YoloTaskManager", "YoloTaskManagerError",
+    "AlreadyExists", "BrokerUnavailable", "DatabaseUnavailable", "Detection", "DeviceUnavailable", "Event",
+    "EventType", "InvalidInput", "InvalidTransition", "LimitExceeded", "ModelMeta", "NoLiveWorker", "NotFound",
+    "Prediction", "Run", "RunSpec", "RunStatus", "Settings", "StorageError", "WaitTimeout", "WeightsUnavailable",
+    "YoloTaskManager", "YoloTaskManagerError",
 ]  # fmt: skip
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ from yolo_task_manager.settings import Settings
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DEVICE, EXIT_BROKER = 0, 1, 2, 3, 4
+from yolo_task_manager.constants import EXIT_BROKER, EXIT_DEVICE, EXIT_ERROR, EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from yolo_task_manager.workers.launch import run_worker
+    from yolo_task_manager.launch import run_worker
 
     if not settings.redis_url:
         raise BrokerUnavailable("a worker needs YTM_REDIS_URL (and YTM_DATABASE_URL for a shared registry)")

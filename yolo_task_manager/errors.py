@@ -6,11 +6,14 @@ A class's docstring is its default message; each message says what to do next.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExists",
     "BrokerUnavailable",
+    "DatabaseUnavailable",
     "DeviceUnavailable",
     "InvalidInput",
     "InvalidTransition",
     "LimitExceeded",
+    "NoLiveWorker",
     "NotFound",
     "StorageError",
     "WaitTimeout",
@@ -52,6 +55,18 @@ class StorageError(YoloTaskManagerError):
 
 class BrokerUnavailable(YoloTaskManagerError):
     """Redis cannot be reached: check redis_url and that the server is running."""
+
+
+class AlreadyExists(InvalidInput):
+    """This user already has an object of that name: choose another name, or delete the old one first."""
+
+
+class DatabaseUnavailable(BrokerUnavailable):
+    """The registry database cannot be reached: check database_url and that the server is running."""
+
+
+class NoLiveWorker(BrokerUnavailable):
+    """No live worker serves this device: start one with `ytm worker --device ...`."""
 
 
 class DeviceUnavailable(InvalidInput):

@@ -62,7 +62,7 @@ class Prediction:
             for d in data.get("detections", ())
         )
         top_k = tuple(tuple(t) for t in data.get("top_k", ()))
-        return cls(**{**data, "detections": detections, "top_k": top_k})  # type: ignore[arg-type]
+        return cls(**{**data, "detections": detections, "top_k": top_k})
 
     @property
     def ok(self) -> bool:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TERMINAL", "Event", "EventType", "ModelMeta", "Run", "RunStatus"]
+__all__ = ["TERMINAL", "Event", "EventType", "ModelMeta", "Run", "RunSpec", "RunStatus"]
 
 
 class RunStatus(str, enum.Enum):
@@ -74,8 +74,34 @@ class Event:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """What ``train()`` was asked for, once validated. The registry stores it; the training child reads it back."""
+
+    user_id: str
+    run_name: str
+    base_model: str
+    """What ultralytics loads: a checkpoint's absolute path, or a model yaml (a path or a built-in name)."""
+    dataset_dir: str
+    task: str
+    epochs: int
+    device: str
+    """A device request: "auto", "cpu", "cuda", "cuda:N" or a queue name."""
+    hyp: dict[str, Any] = field(default_factory=dict)
+    """Extra ultralytics training arguments, checked against ultralytics' own list."""
+    max_duration: float | None = None
+    """Seconds; past them the run ends ``timed_out``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Run:
-    """A training run as the registry knows it."""
+    """A training run as the registry knows it: its ``spec`` (as fields) and where it is in its life."""
 
     run_id: str
     user_id: str
@@ -101,6 +127,14 @@ class Run:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec(
+            user_id=self.user_id, run_name=self.run_name, base_model=self.base_model, dataset_dir=self.dataset_dir,
+            task=self.task, epochs=self.epochs, device=self.device, hyp=dict(self.hyp),
+            max_duration=self.max_duration,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

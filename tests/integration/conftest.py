@@ -19,8 +19,8 @@ import redis
 from yolo_task_manager import Settings, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.broker.keys import Keys
-from yolo_task_manager.broker.routing import queue_for_device
 from yolo_task_manager.datasets.sample import make_sample_dataset
+from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.storage import LocalFileSystemStorage
 from yolo_task_manager.workers.offline import offline_env
 
@@ -157,7 +157,8 @@ def is_resumable(last: Path) -> bool:
     probe = "import sys, pathlib; from yolo_task_manager.workers.train_child import resume_checkpoint; "
     probe += "print(resume_checkpoint(pathlib.Path(sys.argv[1])) is not None)"
     out = subprocess.run([sys.executable, "-c", probe, str(last)], capture_output=True, text=True, check=True)
-    return out.stdout.strip() == "True"
+    # The last line: ultralytics greets its first import on a new machine on stdout.
+    return out.stdout.strip().splitlines()[-1:] == ["True"]
 
 
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):  # type: ignore[no-untyped-def]

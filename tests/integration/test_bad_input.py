@@ -26,7 +26,7 @@ def world(stack: Stack, coco8: Path, base_checkpoint: Path):
     """A producer with no worker; another user (zoe) already has a queued run and a model."""
     mgr = stack.manager()
     zoe_run = mgr.train("zoe", "yolov8n.pt", str(coco8), epochs=1, run_name="zoe-run", **TINY)
-    mgr._rt.storage.save_model("zoe", base_checkpoint, "zoe-model", ["a"])
+    mgr._ctx.storage.save_model("zoe", base_checkpoint, "zoe-model", ["a"])
     yield mgr, coco8
     # Then (for every test): zoe's run and model are untouched, and the attacker queued nothing
     assert mgr.get_run("zoe", zoe_run).status is RunStatus.QUEUED

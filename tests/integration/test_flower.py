@@ -13,7 +13,7 @@ import pytest
 from tests.integration.conftest import TINY, Stack, http_server, wait_for
 from yolo_task_manager import RunStatus
 from yolo_task_manager.broker.embedded import free_port
-from yolo_task_manager.broker.routing import queue_for_device
+from yolo_task_manager.devices import queue_for_device
 
 pytestmark = pytest.mark.slow
 

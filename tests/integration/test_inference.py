@@ -213,7 +213,7 @@ def test_deleting_a_model_during_inference_is_clean(redis_server, base_checkpoin
     try:
         stack.start_worker()
         mgr: YoloTaskManager = stack.manager()
-        mgr._rt.storage.save_model("kim", base_checkpoint, "doomed", ["x"], meta={"task": "detect", "imgsz": 64})
+        mgr._ctx.storage.save_model("kim", base_checkpoint, "doomed", ["x"], meta={"task": "detect", "imgsz": 64})
         batch = [np.zeros((64, 64, 3), np.uint8)] * 300
         handle = mgr.infer_async("kim", "doomed", batch, conf=LOW)
 

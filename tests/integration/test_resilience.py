@@ -49,11 +49,11 @@ def test_a_redis_restart_mid_training_loses_no_event_and_no_run(own_stack: Stack
 
     # Then: the run completed once; every epoch reached the registry and the caller, once, in order
     assert run.status is RunStatus.COMPLETED, run.reason
-    assert [to for _, to, _, _ in mgr._rt.registry.get_transitions(run_id)] == ["queued", "running", "completed"]
+    assert [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)] == ["queued", "running", "completed"]
     assert [e for e, _ in mgr.get_metrics("fay", run_id)] == [1, 2, 3, 4, 5, 6]
     wait_for(lambda: len(seen) >= 6, 30, "all epochs")
     assert seen == [1, 2, 3, 4, 5, 6]
-    history = mgr._rt.bus.history(run_id)
+    history = mgr._ctx.bus.history(run_id)
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
 
 
@@ -95,7 +95,7 @@ def test_the_embedded_worker_is_started_again_when_it_dies_and_the_run_resumes(s
         # Then: another worker took over, and the run resumed from its checkpoint and completed
         assert run.status is RunStatus.COMPLETED, run.reason
         assert worker.process is not first and worker.process.poll() is None and len(worker.restarts) == 1
-        steps = [to for _, to, _, _ in mgr._rt.registry.get_transitions(run_id)]
+        steps = [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)]
         assert steps == ["queued", "running", "interrupted", "queued", "running", "completed"]
         wait_for(lambda: len(seen) >= 3, 30, "all epochs")
         assert seen == [1, 2, 3]

@@ -24,7 +24,7 @@ METRIC_KEYS = {"train/box_loss", "metrics/precision(B)", "metrics/recall(B)", "m
 
 
 def transitions(mgr: YoloTaskManager, run_id: str) -> list[str]:
-    return [to for _, to, _, _ in mgr._rt.registry.get_transitions(run_id)]
+    return [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)]
 
 
 def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: Path, coco8: Path, tmp_path: Path):
@@ -43,7 +43,7 @@ def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: P
         run = mgr.wait("alice", run_id, timeout=300)
         epochs = [wait_for(lambda: q.get(timeout=10), what="metrics") for _ in range(2)]
         models = mgr.list_models("alice")
-        history = mgr._rt.bus.history(run_id)
+        history = mgr._ctx.bus.history(run_id)
         stored = mgr.get_metrics("alice", run_id)
         feed = list(mgr.subscribe("alice", until_done=False, timeout=1))  # every run of the user
         resumed = list(mgr.subscribe("alice", run_id, after="2"))
@@ -155,7 +155,7 @@ def test_worker_killed_mid_epoch_is_requeued_and_resumes_from_last_pt(stack: Sta
 
     # Then: the run was interrupted, requeued, resumed (no epoch trained twice) and completed
     assert run.status is RunStatus.COMPLETED, run.reason
-    steps = mgr._rt.registry.get_transitions(run_id)
+    steps = mgr._ctx.registry.get_transitions(run_id)
     assert [to for _, to, _, _ in steps] == ["queued", "running", "interrupted", "queued", "running", "completed"]
     assert "worker lost" in (steps[2][2] or "")
     wait_for(lambda: len(seen) >= 3, 30, "all epochs")
@@ -211,7 +211,7 @@ def test_a_deployment_on_postgresql_trains_and_records_every_epoch(stack: Stack,
     wait_for(lambda: len(seen) >= 2, 30, "both epochs")
     assert seen == [1, 2]
     assert [m.name for m in mgr.list_models("gail")] == ["pg"]
-    assert mgr._rt.registry.engine.dialect.name == "postgresql"
+    assert mgr._ctx.registry.engine.dialect.name == "postgresql"
 
 
 def test_limits_hold_and_users_are_served_round_robin(stack: Stack, coco8: Path):
@@ -250,7 +250,7 @@ def test_a_message_delivered_twice_never_trains_a_run_twice(stack: Stack, shapes
 
     # When: the same attempt's message arrives again (a redelivery or a duplicate publish)
     run = mgr.get_run("erin", run_id)
-    mgr._rt.send_run(run, run.queue, run.attempt)
+    mgr._ctx.send_run(run, run.queue, run.attempt)
     done = mgr.wait("erin", run_id, timeout=300)
 
     # Then: the other worker refused the copy, and the run trained once

@@ -16,7 +16,7 @@ import pytest
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.settings import Settings
-from yolo_task_manager.values import Run
+from yolo_task_manager.values import Run, RunSpec
 
 _counter = itertools.count()
 
@@ -67,6 +67,6 @@ def create_run(registry: Registry) -> Callable[..., Run]:
             "max_duration": None,
             **overrides,
         }
-        return registry.create_run(**fields)
+        return registry.create_run(RunSpec(**fields))
 
     return _create

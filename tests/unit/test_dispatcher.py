@@ -40,7 +40,7 @@ def send() -> RecordingSend:
 def dispatcher(
     settings: Settings, redis_client: fakeredis.FakeRedis, registry: Registry, send: RecordingSend
 ) -> Dispatcher:
-    return Dispatcher(settings, redis_client, registry, send, registry.transition)
+    return Dispatcher(settings, redis_client, registry, send, registry.record_transition)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def live(redis_client: fakeredis.FakeRedis, settings: Settings) -> Callable[...,
 def _start(registry: Registry, run: Run, queue: str, *, started_ago: float = 0.0) -> Run:
     attempt = registry.mark_dispatched(run.run_id, queue)
     started_at = datetime.now(timezone.utc) - timedelta(seconds=started_ago)
-    return registry.transition(run.run_id, S.RUNNING, attempt=attempt, started_at=started_at)
+    return registry.record_transition(run.run_id, S.RUNNING, attempt=attempt, started_at=started_at)
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -152,7 +152,7 @@ def test_the_global_limit_holds_across_ticks(
     send: RecordingSend,
 ) -> None:
     # Given a global limit of one, three live queues and three waiting runs
-    dispatcher = Dispatcher(settings.replace(global_limit=1), redis_client, registry, send, registry.transition)
+    dispatcher = Dispatcher(settings.replace(global_limit=1), redis_client, registry, send, registry.record_transition)
     live("gpu.n1.0", "gpu.n1.1", "cpu.n1")
     for user in ("alice", "bob", "carol"):
         create_run(user_id=user)
@@ -181,8 +181,8 @@ def test_round_robin_is_remembered_between_ticks(
     # When alice's first run is sent, finishes, and the dispatcher ticks again
     dispatcher.tick()
     first_id, _, attempt = send.calls[0]
-    registry.transition(first_id, S.RUNNING, attempt=attempt)
-    registry.transition(first_id, S.COMPLETED, attempt=attempt)
+    registry.record_transition(first_id, S.RUNNING, attempt=attempt)
+    registry.record_transition(first_id, S.COMPLETED, attempt=attempt)
     dispatcher.tick()
 
     # Then bob's run is next, not alice's second
@@ -335,7 +335,9 @@ def test_a_dispatched_run_never_started_after_the_dispatch_timeout_is_sent_again
     send: RecordingSend,
 ) -> None:
     # Given a live queue whose message for a run was lost (dispatch_timeout is 0 here)
-    dispatcher = Dispatcher(settings.replace(dispatch_timeout=0.0), redis_client, registry, send, registry.transition)
+    dispatcher = Dispatcher(
+        settings.replace(dispatch_timeout=0.0), redis_client, registry, send, registry.record_transition
+    )
     live("cpu.n1")
     run = create_run(device="cpu")
     registry.mark_dispatched(run.run_id, "cpu.n1")
@@ -385,7 +387,7 @@ def test_a_run_left_interrupted_is_requeued(
 ) -> None:
     # Given a run whose requeue was cut short after it became interrupted
     run = _start(registry, create_run(device="auto"), "gpu.n1.0")
-    registry.transition(run.run_id, S.INTERRUPTED, attempt=run.attempt, reason="worker shut down")
+    registry.record_transition(run.run_id, S.INTERRUPTED, attempt=run.attempt, reason="worker shut down")
 
     # When the dispatcher ticks
     dispatcher.tick()
@@ -398,7 +400,7 @@ def test_a_run_that_keeps_losing_its_worker_fails_after_max_attempts(
     settings: Settings, redis_client, registry: Registry, create_run: Callable[..., Run], send: RecordingSend
 ) -> None:
     # Given a run at its last allowed attempt whose worker vanished
-    dispatcher = Dispatcher(settings.replace(max_attempts=1), redis_client, registry, send, registry.transition)
+    dispatcher = Dispatcher(settings.replace(max_attempts=1), redis_client, registry, send, registry.record_transition)
     run = _start(registry, create_run(device="auto"), "gpu.n1.0")
 
     # When the dispatcher has seen its lease missing for a lease_ttl

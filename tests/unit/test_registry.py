@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from yolo_task_manager.errors import InvalidInput, InvalidTransition, NotFound
+from yolo_task_manager.errors import AlreadyExists, InvalidInput, InvalidTransition, NotFound
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.registry.registry import ALLOWED
-from yolo_task_manager.values import Run, RunStatus
+from yolo_task_manager.values import Run, RunSpec, RunStatus
 
 S = RunStatus
 
@@ -35,7 +35,7 @@ ILLEGAL = sorted(((src, dst) for src in S for dst in S if src not in ALLOWED.get
 def _run_in(registry: Registry, create_run: Callable[..., Run], status: RunStatus) -> Run:
     run = create_run()
     for step in PATH_TO[status]:
-        run = registry.transition(run.run_id, step)
+        run = registry.record_transition(run.run_id, step)
     assert run.status is status
     return run
 
@@ -46,7 +46,7 @@ def _run_in(registry: Registry, create_run: Callable[..., Run], status: RunStatu
 def test_create_run_returns_a_queued_run_with_the_given_fields(registry: Registry) -> None:
     # Given a user's training request
     # When the run is created
-    run = registry.create_run(
+    run = registry.create_run(RunSpec(
         user_id="alice",
         run_name="r1",
         base_model="yolov8n.yaml",
@@ -56,7 +56,7 @@ def test_create_run_returns_a_queued_run_with_the_given_fields(registry: Registr
         device="cpu",
         hyp={"lr0": 0.02, "imgsz": 320},
         max_duration=90.0,
-    )
+    ))
 
     # Then it is queued, not yet dispatched, and keeps what was asked
     assert run.status is S.QUEUED
@@ -83,10 +83,11 @@ def test_a_duplicate_run_name_for_the_same_user_is_rejected(registry: Registry, 
     first = create_run(user_id="alice", run_name="r1")
 
     # When she creates another run named r1
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(AlreadyExists) as info:
         create_run(user_id="alice", run_name="r1")
 
-    # Then it is refused with a message naming the run, and only the first run exists
+    # Then it is refused with a message naming the run (an InvalidInput, as before), and only the first run exists
+    assert isinstance(info.value, InvalidInput)
     assert "'r1'" in str(info.value)
     assert [r.run_id for r in registry.list_runs("alice")] == [first.run_id]
 
@@ -125,7 +126,7 @@ def test_list_runs_filters_by_user_and_status_oldest_first(registry: Registry, c
     a1 = create_run(user_id="alice")
     b1 = create_run(user_id="bob")
     a2 = create_run(user_id="alice")
-    registry.transition(a2.run_id, S.STOPPED)
+    registry.record_transition(a2.run_id, S.STOPPED)
 
     # When they are listed
     alices = registry.list_runs("alice")
@@ -150,7 +151,7 @@ def test_every_allowed_transition_applies_and_is_recorded(
     rows_before = len(registry.get_transitions(run.run_id))
 
     # When it is moved to the target state
-    moved = registry.transition(run.run_id, target, reason="because")
+    moved = registry.record_transition(run.run_id, target, reason="because")
 
     # Then the run is in the target state and one transition row says so
     assert moved.status is target
@@ -171,7 +172,7 @@ def test_every_other_transition_raises_and_changes_nothing(
 
     # When it is asked to move to a state it may not reach from there
     with pytest.raises(InvalidTransition) as info:
-        registry.transition(run.run_id, target)
+        registry.record_transition(run.run_id, target)
 
     # Then the message gives its state, and neither the run nor its history changed
     assert source.value in str(info.value)
@@ -186,7 +187,7 @@ def test_a_completed_run_cannot_be_queued_again(registry: Registry, create_run: 
     # When something tries to resume it
     # Then it is refused: its model is published, there is nothing to resume
     with pytest.raises(InvalidTransition):
-        registry.transition(run.run_id, S.QUEUED)
+        registry.record_transition(run.run_id, S.QUEUED)
 
 
 @pytest.mark.parametrize("source", [S.STOPPED, S.TIMED_OUT, S.INTERRUPTED, S.FAILED])
@@ -196,11 +197,11 @@ def test_stopped_timed_out_interrupted_and_failed_runs_can_be_queued_again(
     # Given a run that ended without completing, after it had been dispatched and started
     run = create_run()
     attempt = registry.mark_dispatched(run.run_id, "gpu.n1.0")
-    registry.transition(run.run_id, S.RUNNING, attempt=attempt)
-    registry.transition(run.run_id, source, attempt=attempt)
+    registry.record_transition(run.run_id, S.RUNNING, attempt=attempt)
+    registry.record_transition(run.run_id, source, attempt=attempt)
 
     # When it is queued again (resume)
-    resumed = registry.transition(run.run_id, S.QUEUED, reason="resumed by user")
+    resumed = registry.record_transition(run.run_id, S.QUEUED, reason="resumed by user")
 
     # Then it waits for a device again, with no queue and no finish time
     assert resumed.status is S.QUEUED
@@ -214,8 +215,8 @@ def test_terminal_transitions_set_finished_at_and_running_sets_started_at(
     run = create_run()
 
     # When it starts and then completes
-    running = registry.transition(run.run_id, S.RUNNING)
-    done = registry.transition(run.run_id, S.COMPLETED, model_name="m1")
+    running = registry.record_transition(run.run_id, S.RUNNING)
+    done = registry.record_transition(run.run_id, S.COMPLETED, model_name="m1")
 
     # Then the times and the extra column are recorded
     assert running.started_at is not None and running.finished_at is None
@@ -230,7 +231,7 @@ def test_an_explicit_started_at_is_kept(registry: Registry, create_run: Callable
     run = create_run()
 
     # When the run starts with it
-    running = registry.transition(run.run_id, S.RUNNING, started_at=started)
+    running = registry.record_transition(run.run_id, S.RUNNING, started_at=started)
 
     # Then that time is stored, in UTC
     assert running.started_at == started
@@ -241,7 +242,7 @@ def test_a_transition_of_a_missing_run_raises_not_found(registry: Registry) -> N
     # When it is moved
     # Then NotFound is raised
     with pytest.raises(NotFound):
-        registry.transition("f" * 32, S.RUNNING)
+        registry.record_transition("f" * 32, S.RUNNING)
 
 
 def test_a_transition_for_a_stale_attempt_raises_and_changes_nothing(
@@ -254,15 +255,15 @@ def test_a_transition_for_a_stale_attempt_raises_and_changes_nothing(
 
     # When a worker holding attempt 2 (or an old attempt 0) tries to start it
     with pytest.raises(InvalidTransition) as info:
-        registry.transition(run.run_id, S.RUNNING, attempt=2)
+        registry.record_transition(run.run_id, S.RUNNING, attempt=2)
     with pytest.raises(InvalidTransition):
-        registry.transition(run.run_id, S.RUNNING, attempt=0)
+        registry.record_transition(run.run_id, S.RUNNING, attempt=0)
 
     # Then it is refused, saying which attempt lost, and the run still waits
     assert "attempt 2" in str(info.value)
     assert registry.get_run(run.run_id).status is S.QUEUED
     # And the owning attempt may start it
-    assert registry.transition(run.run_id, S.RUNNING, attempt=1).status is S.RUNNING
+    assert registry.record_transition(run.run_id, S.RUNNING, attempt=1).status is S.RUNNING
 
 
 def test_the_first_transition_row_is_the_creation(registry: Registry, create_run: Callable[..., Run]) -> None:
@@ -334,7 +335,7 @@ def test_undispatch_of_another_attempt_or_a_started_run_does_nothing(
     registry.mark_dispatched(waiting.run_id, "gpu.n1.0")
     started = create_run()
     registry.mark_dispatched(started.run_id, "gpu.n1.1")
-    registry.transition(started.run_id, S.RUNNING, attempt=1)
+    registry.record_transition(started.run_id, S.RUNNING, attempt=1)
 
     # When a stale undispatch names attempt 2 for the first, and the right attempt for the started one
     # Then neither changes
@@ -384,12 +385,12 @@ def test_two_registries_on_one_file_see_each_others_writes(tmp_path: Path) -> No
     producer, worker = Registry(url), Registry(url)
     try:
         # When the producer creates a run and the worker claims, starts and reports it
-        run = producer.create_run(
+        run = producer.create_run(RunSpec(
             user_id="alice", run_name="r1", base_model="yolov8n.yaml", dataset_dir="/d",
             task="detect", epochs=3, device="cpu", hyp={}, max_duration=None,
-        )  # fmt: skip
+        ))  # fmt: skip
         attempt = worker.mark_dispatched(run.run_id, "cpu.n1")
-        worker.transition(run.run_id, S.RUNNING, attempt=attempt)
+        worker.record_transition(run.run_id, S.RUNNING, attempt=attempt)
         worker.record_metrics(run.run_id, 1, {"loss": 0.5})
 
         # Then the producer sees all of it, and a second claim through the producer fails
@@ -406,10 +407,10 @@ def test_runs_survive_reopening_the_database(tmp_path: Path) -> None:
     # Given a run written by one Registry that was then closed
     url = f"sqlite:///{tmp_path / 'reg.db'}"
     first = Registry(url)
-    run = first.create_run(
+    run = first.create_run(RunSpec(
         user_id="alice", run_name="r1", base_model="yolov8n.yaml", dataset_dir="/d",
         task="detect", epochs=3, device="cpu", hyp={"imgsz": 64}, max_duration=None,
-    )  # fmt: skip
+    ))  # fmt: skip
     first.close()
 
     # When a new Registry opens the same file
@@ -425,7 +426,7 @@ def test_started_at_comparisons_use_aware_datetimes(registry: Registry, create_r
     # Given a run that started ten seconds ago
     run = create_run()
     ten_seconds_ago = datetime.now(timezone.utc) - timedelta(seconds=10)
-    registry.transition(run.run_id, S.RUNNING, started_at=ten_seconds_ago)
+    registry.record_transition(run.run_id, S.RUNNING, started_at=ten_seconds_ago)
 
     # When its age is computed the way the dispatcher does
     age = datetime.now(timezone.utc) - registry.get_run(run.run_id).started_at  # type: ignore[operator]
@@ -439,14 +440,14 @@ def test_concurrent_transitions_record_the_state_each_one_really_left(
 ) -> None:
     # Given: a run, and three writers (each with its own connections, as separate processes have) that keep
     # moving it around the cycle running -> interrupted -> queued -> running
-    run = registry.transition(create_run().run_id, RunStatus.RUNNING)
+    run = registry.record_transition(create_run().run_id, RunStatus.RUNNING)
     writers = [Registry(registry.url) for _ in range(3)]
     steps = [RunStatus.INTERRUPTED, RunStatus.QUEUED, RunStatus.RUNNING]
 
     def move(writer: Registry, to: RunStatus) -> None:
         for _ in range(40):
             with contextlib.suppress(InvalidTransition):
-                writer.transition(run.run_id, to)
+                writer.record_transition(run.run_id, to)
 
     # When they race
     threads = [threading.Thread(target=move, args=pair) for pair in zip(writers, steps, strict=True)]

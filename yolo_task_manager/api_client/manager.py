@@ -30,18 +30,18 @@ from yolo_task_manager.api_client.validation import (
     validate_epochs,
     validate_hyp,
 )
-from yolo_task_manager.broker.app import EXPORT_TASK, INFER_TASK, infer_queue
 from yolo_task_manager.broker.embedded import EmbeddedRedis
-from yolo_task_manager.broker.routing import device_matches, normalize_device
+from yolo_task_manager.broker.local_worker import LocalWorker
+from yolo_task_manager.constants import EXPORT_FORMATS, EXPORT_TASK, INFER_TASK
+from yolo_task_manager.context import ProducerContext
 from yolo_task_manager.datasets import inspect_dataset
-from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, WaitTimeout
+from yolo_task_manager.devices import device_matches, gpu_first, infer_queue, normalize_device
+from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, NoLiveWorker, WaitTimeout
 from yolo_task_manager.ids import check_access, validate_id
 from yolo_task_manager.predictions import Prediction
-from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
-from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunStatus
-from yolo_task_manager.workers.local import LocalWorker
+from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunSpec, RunStatus
 
 __all__ = ["YoloTaskManager"]
 
@@ -85,15 +85,15 @@ class YoloTaskManager:
         try:
             if not self.settings.redis_url:
                 self._start_embedded(storage_backend)
-            self._rt = Runtime(self.settings, storage_backend)
-            self._rt.redis.ping()
+            self._ctx = ProducerContext(self.settings, storage=storage_backend)
+            self._ctx.redis.ping()
         except redis.exceptions.ConnectionError as exc:
             self.close()
             raise BrokerUnavailable(f"cannot reach Redis at {self.settings.redis_url}: {exc}") from exc
         except BaseException:
             self.close()
             raise
-        self._subscriber = Subscriber(self._rt.redis, self._rt.keys)
+        self._subscriber = Subscriber(self._ctx.redis, self._ctx.keys)
         self._subscriber.start()
 
     def _start_embedded(self, storage_backend: IStorage | None) -> None:
@@ -154,15 +154,16 @@ class YoloTaskManager:
         dataset_dir = str(check_access(dataset_dir, root, user_id))
         dataset = inspect_dataset(dataset_dir)
         check_task_fits(model_task, dataset.task, base_model)
-        run = self._rt.registry.create_run(
+        spec = RunSpec(
             user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=dataset_dir,
             task=model_task, epochs=epochs, device=device_request, hyp=hyp, max_duration=seconds,
         )  # fmt: skip
+        run = self._ctx.registry.create_run(spec)
         if callbacks:
             self._subscriber.follow(run.run_id, callbacks)
         try:
-            self._rt.bus.publish(run.run_id, user_id, type=EventType.STATUS, status=RunStatus.QUEUED, epochs=epochs)
-            self._rt.dispatcher.tick()
+            self._ctx.bus.publish(run.run_id, user_id, type=EventType.STATUS, status=RunStatus.QUEUED, epochs=epochs)
+            self._ctx.dispatcher.tick()
         except redis.exceptions.RedisError as exc:
             raise BrokerUnavailable(
                 f"run {run.run_id} is recorded as queued, but Redis failed ({exc}): the workers dispatch it when "
@@ -175,11 +176,11 @@ class YoloTaskManager:
         run = self.get_run(user_id, run_id)
         if run.is_terminal:
             return False
-        self._rt.redis.set(self._rt.keys.stop_flag(run_id), 1)
+        self._ctx.stops.request(run_id)
         if run.status is RunStatus.QUEUED:
             # If it started meanwhile, its worker sees the flag.
             with contextlib.suppress(InvalidTransition):
-                self._rt.transition(run_id, RunStatus.STOPPED, reason="stopped by user before it started")
+                self._ctx.transition(run_id, RunStatus.STOPPED, reason="stopped by user before it started")
         return True
 
     def resume(self, user_id: str, run_id: str) -> None:
@@ -190,13 +191,13 @@ class YoloTaskManager:
         """
         run = self.get_run(user_id, run_id)
         try:
-            self._rt.transition(run_id, RunStatus.QUEUED, reason="resumed by user")
+            self._ctx.transition(run_id, RunStatus.QUEUED, reason="resumed by user")
         except InvalidTransition:
             raise InvalidTransition(
                 f"run {run_id} is {run.status.value}: only stopped, failed, interrupted or timed-out runs resume"
             ) from None
         self._subscriber.follow(run_id)
-        self._rt.dispatcher.tick()
+        self._ctx.dispatcher.tick()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -204,16 +205,16 @@ class YoloTaskManager:
         """The run; ``NotFound`` for a missing run and for another user's run alike."""
         user_id = validate_id(user_id, "user_id")
         run_id = validate_id(run_id, "run_id")
-        return self._rt.registry.get_run(run_id, user_id)
+        return self._ctx.registry.get_run(run_id, user_id)
 
     def list_runs(self, user_id: str, status: RunStatus | None = None) -> list[Run]:
         statuses = [status] if status is not None else None
-        return self._rt.registry.list_runs(validate_id(user_id, "user_id"), statuses)
+        return self._ctx.registry.list_runs(validate_id(user_id, "user_id"), statuses)
 
     def get_metrics(self, user_id: str, run_id: str) -> list[tuple[int, dict[str, float]]]:
         """(epoch, metrics) for each finished epoch, from the registry."""
         self.get_run(user_id, run_id)
-        return self._rt.registry.get_metrics(run_id)
+        return self._ctx.registry.get_metrics(run_id)
 
     def wait(self, user_id: str, run_id: str, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Block until the run is completed, failed, stopped or timed out; return it.
@@ -247,7 +248,7 @@ class YoloTaskManager:
     ) -> InferenceHandle:
         """Queue an inference on a worker and return a handle; see ``infer``."""
         user_id = validate_id(user_id, "user_id")
-        meta = self._rt.storage.get_model(user_id, validate_id(model_name, "model_name"))
+        meta = self._ctx.storage.get_model(user_id, validate_id(model_name, "model_name"))
         if export is not None and export not in meta.exports:
             raise InvalidInput(
                 f"model {model_name!r} has no {export!r} export (it has {sorted(meta.exports) or 'none'}): "
@@ -265,7 +266,7 @@ class YoloTaskManager:
             "save_annotated": bool(save_annotated),
         }
         queue = infer_queue(self._worker_queue(meta, device))
-        return InferenceHandle(self._rt.app.send_task(INFER_TASK, args=[request], queue=queue))
+        return InferenceHandle(self._ctx.app.send_task(INFER_TASK, args=[request], queue=queue))
 
     def infer(
         self,
@@ -304,22 +305,20 @@ class YoloTaskManager:
         **opts: Any,
     ) -> Path:
         """Export a model ("torchscript", "onnx", "openvino", "engine"); the same request returns the stored file."""
-        from yolo_task_manager.tasks.infer import EXPORT_FORMATS
-
         user_id = validate_id(user_id, "user_id")
-        meta = self._rt.storage.get_model(user_id, validate_id(model_name, "model_name"))
+        meta = self._ctx.storage.get_model(user_id, validate_id(model_name, "model_name"))
         if fmt not in EXPORT_FORMATS:
             raise InvalidInput(f"unknown export format {fmt!r}: use one of {sorted(EXPORT_FORMATS)}")
         opts = check_options(opts, EXPORT_OPTIONS, "export")
         try:
             queue = infer_queue(self._worker_queue(meta, device or ("cuda" if fmt == "engine" else None)))
-        except BrokerUnavailable:
+        except NoLiveWorker:
             if fmt != "engine":
                 raise
             raise InvalidInput(
                 "TensorRT (engine) export needs a GPU worker and none is running: start `ytm worker --device cuda:N`"
             ) from None
-        result = self._rt.app.send_task(EXPORT_TASK, args=[user_id, model_name, fmt, opts], queue=queue)
+        result = self._ctx.app.send_task(EXPORT_TASK, args=[user_id, model_name, fmt, opts], queue=queue)
         try:
             reply = result.get(timeout=timeout)
         except CeleryTimeout:
@@ -330,14 +329,14 @@ class YoloTaskManager:
 
     def _worker_queue(self, meta: ModelMeta, device: str | None) -> str:
         """The model's own device if its worker is up, else a live worker for ``device``/``default_device``."""
-        live = sorted(self._rt.dispatcher.live_queues(), key=lambda q: (not q.startswith("gpu."), q))
+        live = gpu_first(self._ctx.dispatcher.live_queues())
         if device is None and meta.trained_on in live:
             return meta.trained_on
         request = normalize_device(device) if device is not None else self.default_device
         for queue in live:
             if device_matches(request, queue):
                 return queue
-        raise BrokerUnavailable(f"no live worker serves device {request!r}: start one with `ytm worker --device ...`")
+        raise NoLiveWorker(f"no live worker serves device {request!r}: start one with `ytm worker --device ...`")
 
     def subscribe(
         self,
@@ -358,17 +357,17 @@ class YoloTaskManager:
         user_id = validate_id(user_id, "user_id")
         if run_id is not None:
             self.get_run(user_id, run_id)
-            stream = self._rt.keys.run_stream(run_id)
+            stream = self._ctx.keys.run_stream(run_id)
         else:
-            stream = self._rt.keys.user_stream(user_id)
-        return read_feed(self._rt.redis, stream, per_run=run_id is not None, after=after, until_done=until_done,
+            stream = self._ctx.keys.user_stream(user_id)
+        return read_feed(self._ctx.redis, stream, per_run=run_id is not None, after=after, until_done=until_done,
                          timeout=timeout)  # fmt: skip
 
     def list_models(self, user_id: str) -> list[ModelMeta]:
-        return self._rt.storage.list_models(validate_id(user_id, "user_id"))
+        return self._ctx.storage.list_models(validate_id(user_id, "user_id"))
 
     def delete_model(self, user_id: str, model_name: str) -> bool:
-        return self._rt.storage.delete_model(validate_id(user_id, "user_id"), validate_id(model_name, "model_name"))
+        return self._ctx.storage.delete_model(validate_id(user_id, "user_id"), validate_id(model_name, "model_name"))
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -379,8 +378,8 @@ class YoloTaskManager:
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
-        if rt := getattr(self, "_rt", None):
-            rt.close()
+        if ctx := getattr(self, "_ctx", None):
+            ctx.close()
         if self._redis_server is not None:
             self._redis_server.stop()
             self._redis_server = None

@@ -1,4 +1,8 @@
-"""The Celery app factory: Redis broker, one queue per device, late acks, readable task names."""
+"""The Celery app factory: Redis broker, one queue per device, readable task names.
+
+It registers no task: producers send tasks by name, and the worker's composition root (``launch``)
+registers the task bodies, so this layer never imports them.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,11 @@ from celery import Celery
 
 from yolo_task_manager.settings import Settings
 
-__all__ = ["EXPORT_TASK", "INFER_TASK", "TRAIN_TASK", "create_app", "infer_queue"]
-
-TRAIN_TASK = "ytm.train"
-INFER_TASK = "ytm.infer"
-EXPORT_TASK = "ytm.export"
-
-
-def infer_queue(queue: str) -> str:
-    """The queue of a device's inference and export tasks, served beside its one training."""
-    return f"{queue}.infer"
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> Celery:
-    """A Celery app on ``settings.redis_url`` with the package's tasks registered."""
+    """A Celery app on ``settings.redis_url``."""
     app = Celery("yolo_task_manager", broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
     app.conf.update(
         # Messages are acknowledged on receipt. Runs live in the registry, not in messages: a worker
@@ -47,7 +42,4 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         task_default_queue=f"{settings.key_prefix}.default",
     )
-    from yolo_task_manager.tasks import register_tasks
-
-    register_tasks(app)
     return app

@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 import redis
 
 from yolo_task_manager.broker.keys import Keys
-from yolo_task_manager.broker.routing import device_matches
+from yolo_task_manager.broker.lease import lease_held
+from yolo_task_manager.broker.stops import StopRequests
+from yolo_task_manager.devices import device_matches, gpu_first
 from yolo_task_manager.errors import InvalidTransition
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.settings import Settings
@@ -48,8 +50,7 @@ def plan_dispatch(
     waiting: dict[str, list[Run]] = defaultdict(list)
     for run in pending:
         waiting[run.user_id].append(run)
-    # GPUs before CPUs, so that a run that may use either gets the faster device.
-    free = sorted(free_queues, key=lambda q: (not q.startswith("gpu."), q))
+    free = gpu_first(free_queues)
     turns = dict(last_turn)
     turn = max(turns.values(), default=0)
     plan: list[tuple[Run, str]] = []
@@ -76,8 +77,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class Dispatcher:
-    """Applies ``plan_dispatch`` under a Redis lock, and requeues runs whose worker vanished."""
+    """Applies ``plan_dispatch`` under a Redis lock, and requeues runs whose worker vanished.
+
+    Args:
+        send: enqueues one attempt of a run on a queue.
+        transition: the one path of a state change (``context.Context.transition``).
+        clock: monotonic seconds, and ``now``: aware UTC time; tests pass their own.
+    """
 
     def __init__(
         self,
@@ -86,13 +97,19 @@ class Dispatcher:
         registry: Registry,
         send: Callable[[Run, str, int], None],
         transition: Callable[..., Run],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
         self.client = client
         self.keys = Keys(settings.key_prefix)
         self.registry = registry
+        self.stops = StopRequests(client, self.keys)
         self._send = send
         self._transition = transition
+        self._clock = clock
+        self._now = now
         self._missing: dict[str, tuple[float, float]] = {}  # key -> (first, last) time we saw it missing
 
     def live_queues(self) -> list[str]:
@@ -118,7 +135,7 @@ class Dispatcher:
                 log.warning("dispatch lock expired while dispatching")
 
     def _recover(self, live: list[str]) -> None:
-        now = datetime.now(timezone.utc)
+        now = self._now()
         runs = self.registry.list_runs(statuses=[RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.INTERRUPTED])
         watched = {self.keys.lease(r.run_id) for r in runs} | {self.keys.worker(r.queue) for r in runs if r.queue}
         self._missing = {k: v for k, v in self._missing.items() if k in watched}
@@ -139,7 +156,7 @@ class Dispatcher:
         Counting from our own sightings, not from the key's expiry, keeps a Redis restart from looking
         like a dead worker: the owner takes its lease back at its next heartbeat.
         """
-        now = time.monotonic()
+        now = self._clock()
         first, last = self._missing.get(key, (now, now))
         if present or now - last > 3 * self.settings.tick_interval + self.settings.lease_ttl:
             first = now  # present, or not looked at for a while: start counting again
@@ -151,7 +168,7 @@ class Dispatcher:
 
     def _recover_running(self, run: Run) -> None:
         lease = self.keys.lease(run.run_id)
-        if self._missing_for(lease, bool(self.client.exists(lease))) < self.settings.lease_ttl:
+        if self._missing_for(lease, lease_held(self.client, self.keys, run.run_id)) < self.settings.lease_ttl:
             return
         reason = f"worker lost: no heartbeat from queue {run.queue} for {self.settings.lease_ttl:g}s"
         if run.attempt >= self.settings.max_attempts:
@@ -164,7 +181,7 @@ class Dispatcher:
 
     def requeue(self, run_id: str) -> None:
         """Send an interrupted run back to the queue, or end it as stopped if its user asked for that."""
-        if self.client.exists(self.keys.stop_flag(run_id)):
+        if self.stops.is_requested(run_id):
             self._transition(run_id, RunStatus.STOPPED, reason="stopped by user (while the run was interrupted)")
         else:
             self._transition(run_id, RunStatus.QUEUED, reason="requeued to resume from last.pt")
@@ -186,6 +203,7 @@ class Dispatcher:
         pending = [r for r in queued_or_running if r.status is RunStatus.QUEUED and r.queue is None]
         if not pending:
             return []
+        self._explain_unserved(pending, live)
         busy = {r.queue for r in active}
         turns = {_text(k): int(v) for k, v in self.client.hgetall(self.keys.fairness).items()}
         plan = plan_dispatch(
@@ -205,3 +223,25 @@ class Dispatcher:
             self._send(run, queue, attempt)
             sent.append((run, queue))
         return sent
+
+    def _explain_unserved(self, pending: Sequence[Run], live: Sequence[str]) -> None:
+        """Say in the reason of each waiting run that no live worker serves its device, and since when."""
+        unserved = {r.device for r in pending if not any(device_matches(r.device, q) for q in live)}
+        if not unserved:
+            return
+        seen = {_text(k): float(v) for k, v in self.client.hgetall(self.keys.worker_seen).items()}
+        now = self._now().timestamp()
+        for device in unserved:
+            last = max((t for q, t in seen.items() if device_matches(device, q)), default=None)
+            when = "none has been seen" if last is None else f"the last one was seen {_ago(now - last)} ago"
+            self.registry.explain_waiting(
+                device, f"waiting: no live worker serves device {device!r} ({when}); start `ytm worker --device ...`"
+            )
+
+
+def _ago(seconds: float) -> str:
+    """Coarse on purpose: the reason is rewritten only when this text changes."""
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"

@@ -47,6 +47,11 @@ class Keys:
         return f"{self.prefix}:worker:{queue}"
 
     @property
+    def worker_seen(self) -> str:
+        """Hash queue -> Unix time its worker was last present; it outlives the worker, to say when it left."""
+        return f"{self.prefix}:worker-seen"
+
+    @property
     def worker_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
 

@@ -8,13 +8,13 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy import create_engine, event, insert, or_, select, update
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, NotFound
+from yolo_task_manager.errors import AlreadyExists, DatabaseUnavailable, InvalidTransition, NotFound
 from yolo_task_manager.registry.tables import metadata, metrics, run_events, runs
-from yolo_task_manager.values import Run, RunStatus
+from yolo_task_manager.values import Run, RunSpec, RunStatus
 
 __all__ = ["ALLOWED", "Registry"]
 
@@ -51,21 +51,22 @@ class Registry:
         try:
             metadata.create_all(self.engine)
         except OperationalError as exc:
-            raise BrokerUnavailable(f"cannot open the registry database {url!r}: {exc.orig}") from exc
+            raise DatabaseUnavailable(f"cannot open the registry database {url!r}: {exc.orig}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def create_run(self, **fields: Any) -> Run:
-        """Insert a new queued run; raise ``InvalidInput`` when the user already has ``run_name``."""
-        values = {**fields, "run_id": uuid.uuid4().hex, "status": S.QUEUED.value, "attempt": 0, "created_at": _now()}
+    def create_run(self, spec: RunSpec) -> Run:
+        """Insert a new queued run; raise ``AlreadyExists`` when the user already has ``spec.run_name``."""
+        values = {**spec.to_dict(), "run_id": uuid.uuid4().hex, "status": S.QUEUED.value, "attempt": 0,
+                  "created_at": _now()}  # fmt: skip
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(runs).values(**values))
                 conn.execute(insert(run_events).values(run_id=values["run_id"], to_status=S.QUEUED.value, at=_now()))
         except IntegrityError:
-            raise InvalidInput(
-                f"user {fields['user_id']!r} already has a run named {fields['run_name']!r}: "
+            raise AlreadyExists(
+                f"user {spec.user_id!r} already has a run named {spec.run_name!r}: "
                 "choose another run_name, or resume() the existing run"
             ) from None
         return self.get_run(values["run_id"])
@@ -90,7 +91,7 @@ class Registry:
         with self.engine.connect() as conn:
             return [_to_run(row) for row in conn.execute(query)]
 
-    def transition(
+    def record_transition(
         self,
         run_id: str,
         to: RunStatus,
@@ -100,6 +101,8 @@ class Registry:
         **values: Any,
     ) -> Run:
         """Move the run to ``to`` if ``ALLOWED`` says it may (and, given ``attempt``, only that attempt).
+
+        The storage half of a transition: callers go through ``Context.transition``, which also publishes it.
 
         Raises:
             InvalidTransition: the run is in another state, or another attempt owns it.
@@ -174,6 +177,20 @@ class Registry:
                     )
                 )
         return done == 1
+
+    def explain_waiting(self, device: str, reason: str) -> int:
+        """Set ``reason`` on every run waiting (not dispatched) for ``device``; return how many changed."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(runs)
+                .where(
+                    runs.c.status == S.QUEUED.value,
+                    runs.c.queue.is_(None),
+                    runs.c.device == device,
+                    or_(runs.c.reason.is_(None), runs.c.reason != reason),
+                )
+                .values(reason=reason)
+            ).rowcount
 
     def record_metrics(self, run_id: str, epoch: int, values: dict[str, float]) -> bool:
         """Store one epoch's metrics; False when that epoch was already recorded."""

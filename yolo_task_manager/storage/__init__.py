@@ -25,4 +25,5 @@ def storage_from_settings(settings: Settings) -> IStorage:
             f"storage_factory {settings.storage_factory!r} cannot be imported ({exc}): "
             "install the module on every worker and give it as 'module:callable'"
         ) from exc
-    return factory(settings)
+    storage: IStorage = factory(settings)
+    return storage

@@ -120,7 +120,7 @@ class LocalFileSystemStorage:
         with _locked(folder):
             meta = json.loads((folder / META).read_text())
             if key in meta.get("exports", {}) and (folder / meta["exports"][key]).exists():
-                return folder / meta["exports"][key]
+                return folder / str(meta["exports"][key])
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src_path, final)  # same volume: atomic, file or folder
             meta.setdefault("exports", {})[key] = str(final.relative_to(folder))

@@ -1,34 +1,52 @@
-"""Celery tasks. Their bodies live in modules that import nothing heavy, so producers stay light."""
+"""The Celery tasks of a worker: train, infer, export; idempotent, and each told which attempt it is for.
+
+Tasks reach their worker's context through ``WorkerTask.context`` (celery's base-Task pattern). They are
+registered by the worker's composition root (``launch``); producers send them by name and never import
+this package. Must not import ``api_client``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 
-__all__ = ["register_tasks"]
+from yolo_task_manager.constants import EXPORT_TASK, INFER_TASK, TRAIN_TASK
+from yolo_task_manager.tasks.infer import execute_export, execute_infer
+from yolo_task_manager.tasks.train import execute_run
+from yolo_task_manager.workers.context import WorkerContext
+
+__all__ = ["WorkerTask", "register_tasks"]
 
 
-def register_tasks(app: Celery) -> None:
-    from yolo_task_manager.broker.app import EXPORT_TASK, INFER_TASK, TRAIN_TASK
+class WorkerTask(Task):  # type: ignore[misc]  # celery ships no type information
+    """A task that runs with its worker's context."""
 
-    @app.task(name=TRAIN_TASK, bind=True, ignore_result=True)
-    def train(self: Any, run_id: str, attempt: int, **readable: Any) -> str:
+    _context: WorkerContext | None = None
+
+    @property
+    def context(self) -> WorkerContext:
+        if self._context is None:
+            raise RuntimeError(f"task {self.name} runs only in a worker started by `ytm worker`")
+        return self._context
+
+
+def register_tasks(app: Celery, context: WorkerContext) -> None:
+    """Register the three tasks on ``app``, each bound to ``context``."""
+    base = type("BoundWorkerTask", (WorkerTask,), {"_context": context})
+
+    def train(task: WorkerTask, run_id: str, attempt: int, **readable: Any) -> str:
         """Train one attempt of a run; ``readable`` (user, name, model, epochs) is there for Flower."""
-        from yolo_task_manager.tasks.train import execute_run
+        return execute_run(task.context, run_id, attempt)
 
-        return execute_run(self.app.ytm_runtime, run_id, attempt)
-
-    @app.task(name=INFER_TASK, bind=True, ignore_result=False)
-    def infer(self: Any, request: dict[str, Any]) -> dict[str, Any]:
+    def infer(task: WorkerTask, request: dict[str, Any]) -> dict[str, Any]:
         """Predict with a user's model; returns {"ok", "predictions"} or {"ok": False, "error", "message"}."""
-        from yolo_task_manager.tasks.infer import execute_infer
+        return execute_infer(task.context, request)
 
-        return execute_infer(self.app.ytm_runtime, request)
-
-    @app.task(name=EXPORT_TASK, bind=True, ignore_result=False)
-    def export(self: Any, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
+    def export(task: WorkerTask, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
         """Export a user's model; returns {"ok", "path"} or {"ok": False, "error", "message"}."""
-        from yolo_task_manager.tasks.infer import execute_export
+        return execute_export(task.context, user_id, model_name, fmt, opts)
 
-        return execute_export(self.app.ytm_runtime, user_id, model_name, fmt, opts)
+    app.task(name=TRAIN_TASK, base=base, bind=True, ignore_result=True)(train)
+    app.task(name=INFER_TASK, base=base, bind=True, ignore_result=False)(infer)
+    app.task(name=EXPORT_TASK, base=base, bind=True, ignore_result=False)(export)

@@ -11,20 +11,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from yolo_task_manager.constants import EXPORT_FORMATS
 from yolo_task_manager.errors import InvalidInput, NotFound, YoloTaskManagerError
 from yolo_task_manager.ids import MAX_ID_LENGTH, check_access, validate_id
+from yolo_task_manager.workers.context import WorkerContext
+from yolo_task_manager.workers.inference import predict
+from yolo_task_manager.workers.offline import configure_ultralytics
 
-__all__ = ["EXPORT_FORMATS", "execute_export", "execute_infer", "export_key"]
+__all__ = ["execute_export", "execute_infer", "export_key"]
 
 log = logging.getLogger(__name__)
-
-EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
-    "torchscript": (),
-    "onnx": ("onnx", "onnxslim", "onnxruntime"),
-    "openvino": ("openvino",),
-    "engine": ("tensorrt",),
-}
-"""Formats this system exports offline, and the modules each needs (our optional extras)."""
 
 
 def export_key(fmt: str, opts: dict[str, Any]) -> str:
@@ -49,36 +45,34 @@ def _failure(exc: BaseException) -> dict[str, Any]:
             "message": f"the worker failed: {type(exc).__name__}: {exc} (see the worker's log)"}  # fmt: skip
 
 
-def execute_infer(rt: Any, request: dict[str, Any]) -> dict[str, Any]:
-    from yolo_task_manager.workers.inference import predict
-
+def execute_infer(ctx: WorkerContext, request: dict[str, Any]) -> dict[str, Any]:
     try:
-        meta = rt.storage.get_model(request["user_id"], request["model_name"])
+        meta = ctx.storage.get_model(request["user_id"], request["model_name"])
         if request.get("export") and request["export"] not in meta.exports:
             raise NotFound(f"model {meta.name!r} has no {request['export']!r} export any more")
         path = Path(meta.exports[request["export"]]) if request.get("export") else meta.path
-        model = rt.model_cache.get(path, meta.task)
+        model = ctx.model_cache.get(path, meta.task)
         annotate = None
         if request["save_annotated"]:
-            annotate = rt.storage.predictions_dir(meta.user_id, request["request_id"])
+            annotate = ctx.storage.predictions_dir(meta.user_id, request["request_id"])
         # Default to the size the model was trained at, not ultralytics' 640.
         opts = {"imgsz": meta.imgsz or 640, "conf": request["conf"], "iou": request["iou"], **request["opts"]}
-        opts["device"] = rt.torch_device
-        root = rt.settings.storage_root
+        opts["device"] = ctx.torch_device
+        root = ctx.settings.storage_root
 
         def check(p: Path) -> Path:
             return check_access(p, root, meta.user_id)
 
-        with rt.model_cache.predicting:
+        with ctx.model_cache.predicting:
             predictions = predict(model, meta.task, request["sources"], opts, annotate, check)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)
-    return {"ok": True, "predictions": predictions, "model_loads": rt.model_cache.loads}
+    return {"ok": True, "predictions": predictions, "model_loads": ctx.model_cache.loads}
 
 
-def execute_export(rt: Any, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
+def execute_export(ctx: WorkerContext, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
     try:
-        meta = rt.storage.get_model(user_id, model_name)
+        meta = ctx.storage.get_model(user_id, model_name)
         key = export_key(fmt, opts)
         if key in meta.exports and Path(meta.exports[key]).exists():
             return {"ok": True, "path": meta.exports[key]}
@@ -88,18 +82,16 @@ def execute_export(rt: Any, user_id: str, model_name: str, fmt: str, opts: dict[
                 f"export to {fmt} needs {', '.join(missing)} on the worker: "
                 f"pip install 'yolo-task-manager[{fmt}]' there (nothing is installed at run time)"
             )
-        if fmt == "engine" and rt.torch_device == "cpu":
+        if fmt == "engine" and ctx.torch_device == "cpu":
             raise InvalidInput("TensorRT (engine) export needs a GPU worker: pass device='cuda:N'")
         from ultralytics import YOLO
-
-        from yolo_task_manager.workers.offline import configure_ultralytics
 
         configure_ultralytics()
         # Export a copy in a scratch folder on the same volume, then move the result in atomically.
         with tempfile.TemporaryDirectory(dir=meta.path.parent, prefix=".export-") as scratch:
             weights = Path(shutil.copy(meta.path, Path(scratch) / "model.pt"))
-            out = YOLO(str(weights), task=meta.task).export(format=fmt, device=rt.torch_device, **opts)
-            stored = rt.storage.add_export(user_id, model_name, key, Path(out))
+            out = YOLO(str(weights), task=meta.task).export(format=fmt, device=ctx.torch_device, **opts)
+            stored = ctx.storage.add_export(user_id, model_name, key, Path(out))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)
     return {"ok": True, "path": str(stored)}

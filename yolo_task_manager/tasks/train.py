@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import threading
 import traceback
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import redis
 
+from yolo_task_manager.broker.lease import Lease
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.errors import InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
 from yolo_task_manager.pickles import check_checkpoint
 from yolo_task_manager.values import Run, RunStatus
+from yolo_task_manager.workers.context import WorkerContext
+from yolo_task_manager.workers.protocol import TrainingJob, TrainingResult
 from yolo_task_manager.workers.supervisor import Outcome, TrainingSupervisor
 
 __all__ = ["execute_run"]
@@ -26,83 +24,61 @@ __all__ = ["execute_run"]
 log = logging.getLogger(__name__)
 
 
-def execute_run(rt: Any, run_id: str, attempt: int) -> str:
+def execute_run(ctx: WorkerContext, run_id: str, attempt: int) -> str:
     """Run ``attempt`` of ``run_id`` unless it is stale, finished, or trained elsewhere; say what happened."""
     try:
-        run = rt.registry.get_run(run_id)
+        run = ctx.registry.get_run(run_id)
     except NotFound:
         return f"skipped: unknown run {run_id}"
     if run.status is not RunStatus.QUEUED or run.attempt != attempt:
         return f"skipped: run is {run.status.value} at attempt {run.attempt}, message is for attempt {attempt}"
-    lease = rt.redis.lock(rt.keys.lease(run_id), timeout=rt.settings.lease_ttl, thread_local=False)
-    if not lease.acquire(blocking=False, token=uuid.uuid4().hex):
+    lease = Lease(ctx.redis, ctx.keys, run_id, ctx.settings.lease_ttl)
+    if not lease.acquire():
         return "skipped: another worker holds the run's lease"
     try:
         try:
-            run = rt.transition(run_id, RunStatus.RUNNING, attempt=attempt, queue=rt.worker_queue)
+            run = ctx.transition(run_id, RunStatus.RUNNING, attempt=attempt, queue=ctx.queue)
         except InvalidTransition as exc:
             return f"skipped: {exc}"
         try:
-            outcome = _train(rt, run, lease)
+            outcome = _train(ctx, run, lease)
         except Exception as exc:  # noqa: BLE001 - the run must end with the real cause, not "worker lost"
             log.exception("run %s: the worker failed", run_id)
             tail = "".join(traceback.format_exception(exc)[-4:])
             outcome = Outcome(status=RunStatus.FAILED, reason=f"the worker failed: {type(exc).__name__}: {exc}\n{tail}")
-        _finish(rt, run, outcome)
+        _finish(ctx, run, outcome)
         return outcome.status.value
     finally:
         try:
-            with contextlib.suppress(redis.exceptions.LockError):
-                lease.release()
-            if not rt.shutting_down.is_set():
-                rt.dispatcher.tick()
+            lease.release()
+            if not ctx.shutting_down.is_set():
+                ctx.dispatcher.tick()
         except redis.exceptions.RedisError as exc:  # the lease expires by itself; presence ticks again
             log.warning("run %s: after the run, Redis said: %s", run_id, exc)
 
 
-@contextlib.contextmanager
-def _lease_kept(lease: Any, interval: float) -> Iterator[None]:
-    """Renew the lease from a thread while the worker prepares (a big dataset takes a while to check)."""
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(interval):
-            with contextlib.suppress(redis.exceptions.RedisError):
-                lease.reacquire()
-
-    thread = threading.Thread(target=renew, name="ytm-lease", daemon=True)
-    thread.start()
+def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
+    run_dir = ctx.storage.run_dir(run.user_id, run.run_id)
     try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
-def _train(rt: Any, run: Run, lease: Any) -> Outcome:
-    run_dir = rt.storage.run_dir(run.user_id, run.run_id)
-    try:
-        with _lease_kept(lease, rt.settings.heartbeat_interval):
+        with lease.kept(ctx.settings.heartbeat_interval):
             dataset = inspect_dataset(run.dataset_dir)
             data = write_training_data(dataset, run_dir)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"dataset check failed on the worker: {exc}")
     try:
-        model = _base_model(run, rt.settings.pretrained_dir, run_dir)
+        model = _base_model(run, ctx.settings.pretrained_dir, run_dir)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"base model check failed on the worker: {exc}")
-    spec = {
-        "run_id": run.run_id,
-        "queue": rt.worker_queue,
-        "model": model,
-        "task": run.task,
-        "data": data,
-        "epochs": run.epochs,
-        "hyp": run.hyp,
-        "device": "cpu" if rt.worker_queue.startswith("cpu.") else "0",
-        "save_dir": str(run_dir / "train"),
-    }
-    return TrainingSupervisor(rt, run, lease, spec, run_dir).supervise()
+    job = TrainingJob(
+        run_id=run.run_id,
+        attempt=run.attempt,
+        spec=run.spec,
+        model=model,
+        data=data,
+        torch_device=ctx.torch_device,
+        save_dir=str(run_dir / "train"),
+    )
+    return TrainingSupervisor(ctx, run, lease, job, run_dir).supervise()
 
 
 def _base_model(run: Run, pretrained_dir: Path, run_dir: Path) -> str:
@@ -122,39 +98,39 @@ def _base_model(run: Run, pretrained_dir: Path, run_dir: Path) -> str:
     return str(copy)
 
 
-def _finish(rt: Any, run: Run, outcome: Outcome) -> None:
+def _finish(ctx: WorkerContext, run: Run, outcome: Outcome) -> None:
     """Apply the outcome as the run's transition; a completed run first publishes its model."""
-    extra: dict[str, Any] = {}
-    if outcome.status is RunStatus.COMPLETED:
+    model_name: dict[str, str] = {}
+    if outcome.status is RunStatus.COMPLETED and outcome.result is not None:
         try:
-            _publish_model(rt, run, outcome.result)
-            extra["model_name"] = run.run_name
+            _publish_model(ctx, run, outcome.result)
+            model_name["model_name"] = run.run_name
         except YoloTaskManagerError as exc:
             outcome = Outcome(status=RunStatus.FAILED, reason=f"publishing the model failed: {exc}")
     try:
         # The attempt guard leaves the run alone if another attempt owns it now.
-        rt.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason, **extra)
+        ctx.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason, **model_name)
         if outcome.status is RunStatus.INTERRUPTED:
-            rt.dispatcher.requeue(run.run_id)
+            ctx.dispatcher.requeue(run.run_id)
     except InvalidTransition as exc:
         log.warning("run %s: outcome %s not applied: %s", run.run_id, outcome.status.value, exc)
 
 
-def _publish_model(rt: Any, run: Run, result: dict[str, Any]) -> None:
+def _publish_model(ctx: WorkerContext, run: Run, result: TrainingResult) -> None:
     meta = {
-        "task": result.get("task", run.task),
+        "task": result.task,
         "base_model": run.base_model,
         "run_id": run.run_id,
-        "imgsz": result.get("imgsz"),
-        "metrics": result.get("metrics", {}),
+        "imgsz": result.imgsz,
+        "metrics": result.metrics,
         "trained_on": run.queue,
     }
     try:
-        best = Path(result["best"])
+        best = Path(result.best)
         plots = sorted(p for p in best.parent.parent.iterdir() if p.suffix in (".png", ".jpg") and p.is_file())
-        rt.storage.save_model(run.user_id, best, run.run_name, list(result["names"]), meta=meta, plots=plots)
+        ctx.storage.save_model(run.user_id, best, run.run_name, result.labels, meta=meta, plots=plots)
     except InvalidInput:
         # A previous attempt published it and died before recording the transition.
-        existing = rt.storage.get_model(run.user_id, run.run_name)
+        existing = ctx.storage.get_model(run.user_id, run.run_name)
         if existing.run_id != run.run_id:
             raise

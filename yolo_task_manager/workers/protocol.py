@@ -1,8 +1,38 @@
-"""What the training child and its supervising worker agree on: exit codes and the spec file."""
+"""What a worker and its children agree on: the job a child is given, the messages it sends back, exit codes.
+
+A child reads its job from a JSON file and writes one JSON object a line to a pipe. Each message kind is a
+frozen dataclass with a ``TYPE`` tag; ``encode`` and ``decode`` are the only writer and reader of the wire
+form. Light: the training child imports this before torch.
+"""
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_ORPHANED", "EXIT_STOPPED", "SPEC_FILE"]
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from yolo_task_manager.values import RunSpec
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_ORPHANED",
+    "EXIT_STOPPED",
+    "JOB_FILE",
+    "TRAINING_MESSAGES",
+    "ChildFailed",
+    "CheckpointSaved",
+    "EpochMetrics",
+    "LogLine",
+    "Message",
+    "ProtocolError",
+    "TrainingJob",
+    "TrainingResult",
+    "decode",
+    "encode",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -11,4 +41,101 @@ EXIT_STOPPED = 3
 EXIT_ORPHANED = 4
 """The child noticed that its worker died, and quit."""
 
-SPEC_FILE = "spec.json"
+JOB_FILE = "spec.json"
+"""In the run folder: the ``TrainingJob`` of the attempt that runs there."""
+
+
+class ProtocolError(Exception):
+    """A line from a child that is not a message of its protocol (a bug, or a hostile child)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJob:
+    """One attempt of one run, as its training child receives it."""
+
+    run_id: str
+    attempt: int
+    spec: RunSpec
+    model: str
+    """What ultralytics loads: the checked copy of the base checkpoint in the run folder, or a model yaml."""
+    data: str
+    """The data.yaml the worker wrote into the run folder."""
+    torch_device: str
+    save_dir: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingJob:
+        data = json.loads(text)
+        return cls(**{**data, "spec": RunSpec.from_dict(data["spec"])})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochMetrics:
+    """One finished epoch (1-based) and its metrics."""
+
+    TYPE: ClassVar[str] = "metrics"
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSaved:
+    TYPE: ClassVar[str] = "checkpoint"
+    epoch: int
+    epochs: int
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLine:
+    TYPE: ClassVar[str] = "log"
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingResult:
+    """A finished training: where its best weights are and what the published model says about itself."""
+
+    TYPE: ClassVar[str] = "result"
+    best: str
+    task: str
+    labels: list[str]
+    imgsz: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildFailed:
+    TYPE: ClassVar[str] = "error"
+    message: str
+    traceback: str
+    out_of_memory: bool = False
+
+
+Message = EpochMetrics | CheckpointSaved | LogLine | TrainingResult | ChildFailed
+TRAINING_MESSAGES: Mapping[str, type[Message]] = {
+    kind.TYPE: kind for kind in (EpochMetrics, CheckpointSaved, LogLine, TrainingResult, ChildFailed)
+}
+
+
+def encode(message: Message) -> str:
+    """One line: the message's fields and its ``type`` tag."""
+    return json.dumps({"type": message.TYPE, **dataclasses.asdict(message)}, separators=(",", ":")) + "\n"
+
+
+def decode(line: bytes | str, kinds: Mapping[str, type[Message]] = TRAINING_MESSAGES) -> Message:
+    """The message on ``line``, as one of ``kinds``.
+
+    Raises:
+        ProtocolError: not JSON, an unknown tag, or fields that do not fit the tag's class.
+    """
+    try:
+        data = json.loads(line)
+        kind = kinds[data.pop("type")]
+        return kind(**data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"not a message: {bytes(line[:200]) if isinstance(line, bytes) else line[:200]!r}") from exc

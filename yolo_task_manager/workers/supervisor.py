@@ -7,7 +7,6 @@ enforces stop and time limits (then kills the group), and says how the child end
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import selectors
@@ -15,20 +14,42 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
-from redis.lock import Lock
 
+from yolo_task_manager.broker.lease import Lease
 from yolo_task_manager.values import EventType, Run, RunStatus
+from yolo_task_manager.workers.context import WorkerContext
 from yolo_task_manager.workers.offline import offline_env
-from yolo_task_manager.workers.protocol import EXIT_OK, EXIT_STOPPED, SPEC_FILE
+from yolo_task_manager.workers.protocol import (
+    EXIT_OK,
+    EXIT_STOPPED,
+    JOB_FILE,
+    CheckpointSaved,
+    ChildFailed,
+    EpochMetrics,
+    LogLine,
+    Message,
+    ProtocolError,
+    TrainingJob,
+    TrainingResult,
+    decode,
+)
 
-__all__ = ["Outcome", "TrainingSupervisor"]
+__all__ = ["ChildCommand", "Outcome", "TrainingSupervisor", "training_child"]
 
 log = logging.getLogger(__name__)
+
+ChildCommand = Callable[[Path, int], list[str]]
+"""The child's argv, given its job file and the pipe's write end."""
+
+
+def training_child(job_file: Path, fd: int) -> list[str]:
+    return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,36 +58,51 @@ class Outcome:
 
     status: RunStatus
     reason: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
+    result: TrainingResult | None = None
 
 
 class TrainingSupervisor:
-    """Supervises one attempt of one run on this worker."""
+    """Supervises one attempt of one run on this worker.
 
-    def __init__(self, runtime: Any, run: Run, lease: Lock, spec: dict[str, Any], run_dir: Path) -> None:
-        self.rt = runtime
+    Args:
+        command: the child's argv (tests give a fake child that speaks the protocol).
+        clock: monotonic seconds, for the time limit and the stop grace period.
+    """
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        run: Run,
+        lease: Lease,
+        job: TrainingJob,
+        run_dir: Path,
+        *,
+        command: ChildCommand = training_child,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ctx = ctx
         self.run = run
         self.lease = lease
-        self.spec = spec
+        self.job = job
         self.run_dir = run_dir
+        self._command = command
+        self._clock = clock
         self._outbox: list[dict[str, Any]] = []
-        self._result: dict[str, Any] = {}
-        self._error: dict[str, Any] = {}
+        self._result: TrainingResult | None = None
+        self._error: ChildFailed | None = None
         self._asked: RunStatus | None = None  # why we asked the child to stop: STOPPED, TIMED_OUT, INTERRUPTED
         self._asked_at = 0.0
         self._lease_lost: str | None = None  # why this worker no longer owns the run
-        self._renewed_at = time.monotonic()
 
     def supervise(self) -> Outcome:
-        spec_path = self.run_dir / SPEC_FILE
-        spec_path.write_text(json.dumps(self.spec, indent=2))
+        job_file = self.run_dir / JOB_FILE
+        job_file.write_text(self.job.to_json())
         read_fd, write_fd = os.pipe()
-        scratch = self.rt.settings.state_dir / "workers" / self.spec["queue"]
         with open(self.run_dir / "train.log", "ab") as logfile:
             child = subprocess.Popen(
-                [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(spec_path), str(write_fd)],
+                self._command(job_file, write_fd),
                 pass_fds=[write_fd],
-                env=offline_env(os.environ, scratch),
+                env=offline_env(os.environ, self.ctx.scratch_dir),
                 cwd=self.run_dir,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
@@ -81,14 +117,14 @@ class TrainingSupervisor:
             _kill_group(child)  # also any data-loader process the child left behind
             # Every metrics event goes out before the run's final status, even across a Redis restart.
             for event in self._outbox:
-                self.rt.publish(self.run.run_id, self.run.user_id, **event)
+                self.ctx.publish(self.run.run_id, self.run.user_id, **event)
             self._outbox.clear()
         return self._classify(child.returncode)
 
     def _loop(self, child: subprocess.Popen[bytes], read_fd: int) -> None:
-        settings = self.rt.settings
-        started = time.monotonic()
-        next_beat = 0.0
+        settings = self.ctx.settings
+        started = self._clock()
+        next_beat = started
         buffer = b""
         with selectors.DefaultSelector() as sel:
             sel.register(read_fd, selectors.EVENT_READ)
@@ -102,8 +138,8 @@ class TrainingSupervisor:
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            self._handle(json.loads(line))
-                now = time.monotonic()
+                            self._receive(line)
+                now = self._clock()
                 if now >= next_beat:
                     next_beat = now + settings.heartbeat_interval
                     self._heartbeat()
@@ -119,12 +155,12 @@ class TrainingSupervisor:
                     _kill_group(child)
 
     def _ask(self, child: subprocess.Popen[bytes], why: RunStatus) -> None:
-        self._asked, self._asked_at = why, time.monotonic()
+        self._asked, self._asked_at = why, self._clock()
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGUSR1)  # the child alone: SIGUSR1 would kill its data loaders
 
     def _check_requests(self, child: subprocess.Popen[bytes], elapsed: float) -> None:
-        if self.rt.shutting_down.is_set():
+        if self.ctx.shutting_down.is_set():
             self._ask(child, RunStatus.INTERRUPTED)
             return
         max_duration = self.run.max_duration
@@ -132,56 +168,51 @@ class TrainingSupervisor:
             self._ask(child, RunStatus.TIMED_OUT)
             return
         try:
-            if self.rt.redis.exists(self.rt.keys.stop_flag(self.run.run_id)):
+            if self.ctx.stops.is_requested(self.run.run_id):
                 self._ask(child, RunStatus.STOPPED)
         except redis.exceptions.ConnectionError:
             pass  # Redis is restarting: ask again at the next beat
 
     def _heartbeat(self) -> None:
-        try:
-            self.lease.reacquire()
-            self._renewed_at = time.monotonic()
-            return
-        except redis.exceptions.LockNotOwnedError:
-            pass
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            # Keep training through a Redis restart, but not through a partition: after twice the lease's
-            # life, other workers may have requeued the run, and two attempts must never train at once.
-            silent = time.monotonic() - self._renewed_at
-            if silent > 2 * self.rt.settings.lease_ttl:
-                self._lease_lost = f"lost contact with Redis for {silent:.0f}s"
-            return
-        # The lease expired (Redis was away longer than its TTL). Take it back only if nobody requeued us.
-        run = self.rt.registry.get_run(self.run.run_id)
-        if run.status is RunStatus.RUNNING and run.attempt == self.run.attempt and self.lease.acquire(blocking=False):
-            log.warning("run %s: lease expired and was taken back", self.run.run_id)
-            self._renewed_at = time.monotonic()
-            return
-        log.error("run %s: lease lost to another attempt; abandoning this one", self.run.run_id)
-        self._lease_lost = "lease lost: another attempt owns this run"
+        def still_ours() -> bool:
+            run = self.ctx.registry.get_run(self.run.run_id)
+            return run.status is RunStatus.RUNNING and run.attempt == self.run.attempt
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.pop("type")
-        if kind == "metrics":
+        lost = self.lease.heartbeat(still_ours)
+        if lost and not self._lease_lost:
+            log.error("run %s: %s; abandoning this attempt", self.run.run_id, lost)
+            self._lease_lost = lost
+
+    def _receive(self, line: bytes) -> None:
+        try:
+            message = decode(line)
+        except ProtocolError as exc:
+            log.warning("run %s: the training child sent %s", self.run.run_id, exc)
+            return
+        self._handle(message)
+        self._flush()
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, EpochMetrics):
             # Both sides drop an epoch they already have: a resumed child re-sends its checkpoint's epochs,
             # whose events a killed worker may have recorded but never published (or never read).
-            self.rt.registry.record_metrics(self.run.run_id, message["epoch"], message["metrics"])
-            self._outbox.append({"type": EventType.METRICS, **message})
-        elif kind == "checkpoint":
-            self._outbox.append({"type": EventType.CHECKPOINT, "epoch": message["epoch"], "epochs": message["epochs"]})
-        elif kind == "log":
-            self._outbox.append({"type": EventType.LOG, "reason": message["message"]})
-        elif kind == "result":
+            self.ctx.registry.record_metrics(self.run.run_id, message.epoch, message.metrics)
+            self._outbox.append({"type": EventType.METRICS, "epoch": message.epoch, "epochs": message.epochs,
+                                 "metrics": message.metrics})  # fmt: skip
+        elif isinstance(message, CheckpointSaved):
+            self._outbox.append({"type": EventType.CHECKPOINT, "epoch": message.epoch, "epochs": message.epochs})
+        elif isinstance(message, LogLine):
+            self._outbox.append({"type": EventType.LOG, "reason": message.message})
+        elif isinstance(message, TrainingResult):
             self._result = message
-        elif kind == "error":
+        else:
             self._error = message
-        self._flush()
 
     def _flush(self) -> None:
         """Publish queued events in order; on a Redis outage keep them for the next try."""
         while self._outbox:
             try:
-                self.rt.bus.publish(self.run.run_id, self.run.user_id, **self._outbox[0])
+                self.ctx.bus.publish(self.run.run_id, self.run.user_id, **self._outbox[0])
             except redis.exceptions.ConnectionError:
                 return
             self._outbox.pop(0)
@@ -189,7 +220,7 @@ class TrainingSupervisor:
     def _classify(self, code: int | None) -> Outcome:
         if self._lease_lost:
             return Outcome(status=RunStatus.INTERRUPTED, reason=self._lease_lost)
-        if code == EXIT_OK and self._result:
+        if code == EXIT_OK and self._result is not None:
             return Outcome(status=RunStatus.COMPLETED, result=self._result)
         if self._asked is RunStatus.STOPPED:
             return Outcome(status=RunStatus.STOPPED, reason="stopped by user")
@@ -197,11 +228,9 @@ class TrainingSupervisor:
             return Outcome(status=RunStatus.TIMED_OUT, reason=f"ran past max_duration={self.run.max_duration:g}s")
         if self._asked is RunStatus.INTERRUPTED:
             return Outcome(status=RunStatus.INTERRUPTED, reason="worker shut down")
-        if self._error:
-            prefix = "out of memory: " if self._error.get("kind") == "oom" else ""
-            return Outcome(
-                status=RunStatus.FAILED, reason=f"{prefix}{self._error['message']}\n{self._error['traceback']}"
-            )
+        if self._error is not None:
+            prefix = "out of memory: " if self._error.out_of_memory else ""
+            return Outcome(status=RunStatus.FAILED, reason=f"{prefix}{self._error.message}\n{self._error.traceback}")
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (SIGKILL from outside is often the kernel's out-of-memory killer)" if code == -9 else ""

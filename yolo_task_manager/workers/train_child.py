@@ -1,7 +1,8 @@
 """The training child: runs one ultralytics training and reports over a pipe, one JSON object a line.
 
-Run as ``python -m yolo_task_manager.workers.train_child SPEC_JSON FD`` by the worker, in an
-offline environment (``offline.offline_env``), in its own process group.
+Run as ``python -m yolo_task_manager.workers.train_child JOB_JSON FD`` by the worker, in an
+offline environment (``offline.offline_env``), in its own process group. It reads a ``TrainingJob`` and
+writes ``protocol`` messages.
 """
 
 from __future__ import annotations
@@ -18,7 +19,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from yolo_task_manager.workers.offline import configure_ultralytics
-from yolo_task_manager.workers.protocol import EXIT_FAILED, EXIT_OK, EXIT_ORPHANED, EXIT_STOPPED
+from yolo_task_manager.workers.protocol import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_ORPHANED,
+    EXIT_STOPPED,
+    CheckpointSaved,
+    ChildFailed,
+    EpochMetrics,
+    LogLine,
+    Message,
+    TrainingJob,
+    TrainingResult,
+    encode,
+)
 
 
 class StopRequested(Exception):
@@ -109,12 +123,12 @@ def _labels(names: dict[int, str]) -> list[str]:
 def _offline_check_amp(model: Any) -> bool:
     # ultralytics' check_amp downloads yolo26n.pt to compare outputs; trust AMP instead, as the
     # check does whenever it cannot download.
-    return next(model.parameters()).device.type == "cuda"
+    return bool(next(model.parameters()).device.type == "cuda")
 
 
-def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
-    def emit(**event: Any) -> None:
-        out.write(json.dumps(event) + "\n")
+def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
+    def emit(message: Message) -> None:
+        out.write(encode(message))
         out.flush()
 
     from ultralytics import YOLO
@@ -123,19 +137,19 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
     configure_ultralytics()
     trainer_module.check_amp = _offline_check_amp
 
-    save_dir = Path(spec["save_dir"])
+    save_dir = Path(job.save_dir)
     last = save_dir / "weights" / "last.pt"
     best = save_dir / "weights" / "best.pt"
     ckpt = resume_checkpoint(last)
     if last.is_file() and ckpt is None and best.is_file():
         # ultralytics strips last.pt only after the final validation: the training had finished.
-        emit(type="log", message=f"training had finished: publishing {best}")
+        emit(LogLine(message=f"training had finished: publishing {best}"))
         model = YOLO(str(best))
         args = model.ckpt.get("train_args", {}) if model.ckpt else {}
-        emit(type="result", best=str(best), task=model.task, names=_labels(model.names),
-             imgsz=args.get("imgsz"), metrics=_floats(model.ckpt.get("train_metrics") or {}))  # fmt: skip
+        emit(TrainingResult(best=str(best), task=model.task or job.spec.task, labels=_labels(model.names),
+                            imgsz=args.get("imgsz"), metrics=_floats(model.ckpt.get("train_metrics") or {})))  # fmt: skip
         return EXIT_OK
-    model = YOLO(str(last) if ckpt is not None else spec["model"], task=spec["task"])
+    model = YOLO(str(last) if ckpt is not None else job.model, task=job.spec.task)
     started = time.time()
     in_epoch: list[int] = []
     emitted: set[int] = set()
@@ -155,13 +169,13 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
             "fitness": trainer.fitness if trainer.fitness is not None else float("nan"),
             "elapsed": time.time() - started,
         }
-        line = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "metrics": _floats(values)}
+        metrics = EpochMetrics(epoch=trainer.epoch + 1, epochs=trainer.epochs, metrics=_floats(values))
         with open(save_dir / EPOCH_LOG, "a") as log:
-            log.write(json.dumps(line) + "\n")
-        emit(type="metrics", **line)
+            log.write(encode(metrics))
+        emit(metrics)
 
     def on_model_save(trainer: Any) -> None:
-        emit(type="checkpoint", epoch=trainer.epoch + 1, epochs=trainer.epochs, path=str(trainer.last))
+        emit(CheckpointSaved(epoch=trainer.epoch + 1, epochs=trainer.epochs, path=str(trainer.last)))
 
     def on_train_batch_end(trainer: Any) -> None:
         if stop.is_set():
@@ -186,43 +200,44 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
         model.add_callback(name, callback)
 
     if ckpt is not None:
-        emit(type="log", message=f"resuming from {last}")
+        emit(LogLine(message=f"resuming from {last}"))
         for epoch, metrics in trained_epochs(ckpt, _read_epoch_log(save_dir / EPOCH_LOG)):
-            emit(type="metrics", epoch=epoch, epochs=ckpt["train_args"]["epochs"], metrics=metrics)
+            emit(EpochMetrics(epoch=epoch, epochs=ckpt["train_args"]["epochs"], metrics=metrics))
         del ckpt
-        model.train(resume=str(last), data=spec["data"], device=spec["device"], save_dir=str(save_dir))
+        model.train(resume=str(last), data=job.data, device=job.torch_device, save_dir=str(save_dir))
     else:
         model.train(
-            **spec["hyp"], data=spec["data"], epochs=spec["epochs"], device=spec["device"],
+            **job.spec.hyp, data=job.data, epochs=job.spec.epochs, device=job.torch_device,
             project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
         )  # fmt: skip
     trainer: Any = model.trainer
     emit(
-        type="result",
-        best=str(trainer.best),
-        task=model.task,
-        names=_labels(trainer.data["names"]),
-        imgsz=trainer.args.imgsz,
-        metrics=_floats(trainer.metrics or {}),
+        TrainingResult(
+            best=str(trainer.best),
+            task=model.task or job.spec.task,
+            labels=_labels(trainer.data["names"]),
+            imgsz=trainer.args.imgsz,
+            metrics=_floats(trainer.metrics or {}),
+        )
     )
     return EXIT_OK
 
 
 def main(argv: list[str]) -> int:
-    spec = json.loads(Path(argv[1]).read_text())
+    job = TrainingJob.from_json(Path(argv[1]).read_text())
     out = os.fdopen(int(argv[2]), "w", buffering=1)
     stop = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: stop.set())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        return train(spec, out, stop)
+        return train(job, out, stop)
     except StopRequested:
         return EXIT_STOPPED
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the worker
         lines = traceback.format_exception(exc)
-        kind = "oom" if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError) else "error"
-        out.write(json.dumps({"type": "error", "kind": kind, "message": f"{type(exc).__name__}: {exc}",
-                              "traceback": "".join(lines[-8:])}) + "\n")  # fmt: skip
+        oom = "out of memory" in str(exc).lower() or isinstance(exc, MemoryError)
+        out.write(encode(ChildFailed(message=f"{type(exc).__name__}: {exc}", traceback="".join(lines[-8:]),
+                                     out_of_memory=oom)))  # fmt: skip
         out.flush()
         traceback.print_exception(exc)
         return EXIT_FAILED

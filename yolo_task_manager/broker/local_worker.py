@@ -13,8 +13,8 @@ import time
 import redis
 
 from yolo_task_manager.broker.keys import Keys
-from yolo_task_manager.broker.routing import queue_for_device
-from yolo_task_manager.cli import EXIT_DEVICE
+from yolo_task_manager.constants import EXIT_DEVICE
+from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.errors import BrokerUnavailable, DeviceUnavailable, YoloTaskManagerError
 from yolo_task_manager.settings import Settings
 

@@ -1,52 +1,63 @@
-"""What the producer and the workers share: Redis, the registry, storage, events, dispatch."""
+"""What producers and workers share, built completely from one ``Settings``: Redis, registry, storage,
+events, stop requests and dispatch; and the one path by which a run changes state.
+
+The worker's own context (its queue, torch device, model cache) extends this in ``workers.context``.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
-from yolo_task_manager.broker.app import TRAIN_TASK, create_app
+from yolo_task_manager.broker.app import create_app
 from yolo_task_manager.broker.dispatch import Dispatcher
 from yolo_task_manager.broker.events import EventBus
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.stops import StopRequests
+from yolo_task_manager.constants import TRAIN_TASK
+from yolo_task_manager.errors import BrokerUnavailable
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, storage_from_settings
 from yolo_task_manager.values import TERMINAL, EventType, Run, RunStatus
 
-if TYPE_CHECKING:
-    from yolo_task_manager.workers.inference import ModelCache
-
-__all__ = ["Runtime"]
+__all__ = ["Context", "ProducerContext"]
 
 
-class Runtime:
-    """Connections and services built from one ``Settings``."""
+class Context:
+    """Connections and services of one process.
 
-    def __init__(self, settings: Settings, storage: IStorage | None = None) -> None:
-        if not settings.redis_url:
-            raise ValueError("Runtime needs settings.redis_url")
+    Args:
+        storage: the storage backend; by default the one ``settings`` name.
+        client: a Redis client to use instead of one on ``settings.redis_url`` (tests pass fakeredis).
+        publish_patience: seconds a publish keeps retrying while Redis is away.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: IStorage | None = None,
+        client: redis.Redis | None = None,
+        publish_patience: float = 0.0,
+    ) -> None:
+        if client is None and not settings.redis_url:
+            raise BrokerUnavailable("no Redis to connect to: set redis_url (YTM_REDIS_URL)")
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_keepalive=True, health_check_interval=30)
+        self.redis: redis.Redis = client or redis.Redis.from_url(
+            settings.redis_url or "", socket_keepalive=True, health_check_interval=30
+        )
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(settings.sql_url)
         self.storage = storage or storage_from_settings(settings)
         self.bus = EventBus(self.redis, self.keys)
+        self.stops = StopRequests(self.redis, self.keys)
         self.app = create_app(settings)
-        self.app.ytm_runtime = self  # type: ignore[attr-defined]
         self.dispatcher = Dispatcher(settings, self.redis, self.registry, self.send_run, self.transition)
-        self.shutting_down = threading.Event()
-        # Set by a worker (workers/launch.py); a producer leaves them empty.
-        self.worker_queue: str | None = None
-        self.torch_device = "cpu"
-        self.model_cache: ModelCache | None = None
-        self.publish_patience = 0.0
-        """Seconds a publish keeps retrying while Redis is away: 0 for producers (they fail fast), minutes
-        for workers, whose events must not be lost to a Redis restart."""
+        self.publish_patience = publish_patience
 
     def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> None:
         """Publish an event, retrying for ``publish_patience`` seconds if Redis is unreachable."""
@@ -61,10 +72,14 @@ class Runtime:
                 time.sleep(0.5)
 
     def transition(self, run_id: str, to: RunStatus, **kwargs: Any) -> Run:
-        """Apply a guarded transition and publish it as a status event."""
-        run = self.registry.transition(run_id, to, **kwargs)
+        """The one path of a state change: the registry's guarded update, then its status event.
+
+        Raises:
+            InvalidTransition: the run is not in a state it may leave for ``to`` (or another attempt owns it).
+        """
+        run = self.registry.record_transition(run_id, to, **kwargs)
         if to in TERMINAL:  # a stop request ends with the run, whatever ended it
-            self.redis.delete(self.keys.stop_flag(run_id))
+            self.stops.clear(run_id)
         self.publish(
             run.run_id, run.user_id, EventType.STATUS, status=to, reason=run.reason, epoch=run.last_epoch,
             epochs=run.epochs,
@@ -84,3 +99,10 @@ class Runtime:
     def close(self) -> None:
         self.redis.close()
         self.registry.close()
+
+
+class ProducerContext(Context):
+    """A producer's context: it only records and enqueues, and fails fast when Redis is away."""
+
+    def __init__(self, settings: Settings, *, storage: IStorage | None = None, client: redis.Redis | None = None):
+        super().__init__(settings, storage=storage, client=client, publish_patience=0.0)

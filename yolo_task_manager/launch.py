@@ -1,4 +1,5 @@
-"""Starting one Celery worker for one device: pinned, concurrency 1, present in Redis while alive."""
+"""The worker's composition root: one Celery worker for one device, pinned, one training at a time,
+present in Redis while alive. It builds the ``WorkerContext`` and registers the tasks on it."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from celery import signals
 from kombu.transport import redis as kombu_redis
 
-from yolo_task_manager.broker.app import infer_queue
-from yolo_task_manager.broker.routing import normalize_device, queue_for_device
+from yolo_task_manager.devices import infer_queue, queue_for_device, worker_device
 from yolo_task_manager.errors import DeviceUnavailable
-from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
-from yolo_task_manager.workers.inference import ModelCache
+from yolo_task_manager.tasks import register_tasks
+from yolo_task_manager.workers.context import WorkerContext
 from yolo_task_manager.workers.offline import offline_env
 
 __all__ = ["pin_device", "run_worker"]
@@ -48,22 +49,23 @@ def pin_device(device: str, environ: dict[str, str] | os._Environ[str] = os.envi
 class _Presence(threading.Thread):
     """Keeps the worker's queue registered in Redis and runs dispatch ticks."""
 
-    def __init__(self, rt: Runtime, queue: str, parent_pid: int | None) -> None:
+    def __init__(self, ctx: WorkerContext, parent_pid: int | None) -> None:
         super().__init__(name="ytm-presence", daemon=True)
-        self.rt, self.queue, self.parent_pid = rt, queue, parent_pid
+        self.ctx, self.queue, self.parent_pid = ctx, ctx.queue, parent_pid
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        settings = self.rt.settings
-        key = self.rt.keys.worker(self.queue)
+        settings = self.ctx.settings
+        key = self.ctx.keys.worker(self.queue)
         while not self.stopped.is_set():
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 log.warning("the process that started this worker is gone: shutting down")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                self.rt.redis.set(key, os.getpid(), px=int(settings.tick_interval * 3000))
-                self.rt.dispatcher.tick()
+                self.ctx.redis.set(key, os.getpid(), px=int(settings.tick_interval * 3000))
+                self.ctx.redis.hset(self.ctx.keys.worker_seen, self.queue, time.time())
+                self.ctx.dispatcher.tick()
             except Exception:  # noqa: BLE001 - Redis or the database restarting must not kill presence
                 log.exception("presence tick failed; retrying")
             self.stopped.wait(settings.tick_interval)
@@ -71,14 +73,14 @@ class _Presence(threading.Thread):
     def leave(self) -> None:
         self.stopped.set()
         try:
-            self.rt.redis.delete(self.rt.keys.worker(self.queue))
+            self.ctx.redis.delete(self.ctx.keys.worker(self.queue))
         except Exception:  # noqa: BLE001
             log.warning("could not unregister queue %s", self.queue)
 
 
 def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", parent_pid: int | None = None) -> None:
     """Consume ``device``'s queue until SIGTERM (warm: the running training is requeued, then we exit)."""
-    device = normalize_device(device)
+    device = worker_device(device)
     queue = queue_for_device(device, settings.node)
     if device.startswith("cuda:"):
         pin_device(device)
@@ -89,23 +91,20 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     # lost connection that raises an AttributeError that kills the worker (kombu issues 582 and 970).
     # An unrestored message comes back after the visibility timeout instead.
     kombu_redis.QoS.restore_at_shutdown = False
-    rt = Runtime(settings)
-    rt.worker_queue = queue
-    rt.publish_patience = 600.0
-    rt.torch_device = "cpu" if device == "cpu" else "0"
-    rt.model_cache = ModelCache(settings.model_cache_size)
-    presence = _Presence(rt, queue, parent_pid)
+    ctx = WorkerContext(settings, device)
+    register_tasks(ctx.app, ctx)
+    presence = _Presence(ctx, parent_pid)
 
     def on_ready(**_: Any) -> None:
         presence.start()
 
     def on_shutdown(**_: Any) -> None:
-        rt.shutting_down.set()
+        ctx.shutting_down.set()
         presence.leave()
 
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_shutdown, weak=False)
-    rt.app.worker_main(
+    ctx.app.worker_main(
         argv=[
             # Two threads: the device's one training (the dispatcher never sends a second) and its
             # inference and export requests, which must not wait hours behind a training.

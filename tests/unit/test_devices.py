@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from yolo_task_manager.broker.routing import device_matches, normalize_device, queue_for_device
+from yolo_task_manager.devices import device_matches, normalize_device, queue_for_device
 from yolo_task_manager.errors import InvalidInput
 
 

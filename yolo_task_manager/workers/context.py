@@ -1,0 +1,48 @@
+"""A worker's context: the shared services plus what one device's worker owns."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import redis
+
+from yolo_task_manager.context import Context
+from yolo_task_manager.devices import queue_for_device, torch_device, worker_device
+from yolo_task_manager.settings import Settings
+from yolo_task_manager.storage import IStorage
+from yolo_task_manager.workers.inference import ModelCache
+
+__all__ = ["WorkerContext"]
+
+PUBLISH_PATIENCE = 600.0
+"""Seconds a worker's publish retries while Redis is away: its events must not be lost to a restart."""
+
+
+class WorkerContext(Context):
+    """Everything the tasks of one device's worker use.
+
+    Args:
+        device: "cpu" or "cuda:N", the one device this worker serves.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        device: str,
+        *,
+        storage: IStorage | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        super().__init__(settings, storage=storage, client=client, publish_patience=PUBLISH_PATIENCE)
+        self.device = worker_device(device)
+        self.queue = queue_for_device(self.device, settings.node)
+        self.torch_device = torch_device(self.queue)
+        self.model_cache = ModelCache(settings.model_cache_size)
+        self.shutting_down = threading.Event()
+        """Set when the worker begins a warm shutdown: a running training is interrupted and requeued."""
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This worker's own caches and ultralytics config (``offline.offline_env``)."""
+        return self.settings.state_dir / "workers" / self.queue
