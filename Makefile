@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-unit lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: setup
 test: setup
 	scripts/offline $(PY) -m pytest -p no:cacheprovider
 
+# The fast tiers: unit and contract tests (fakeredis, SQLite, fake training children), about a minute.
+test-unit: setup
+	scripts/offline $(PY) -m pytest -p no:cacheprovider tests/unit tests/contract
+
 lint: setup
 	$(VENV)/bin/ruff check yolo_task_manager tests benchmarks examples
 	$(VENV)/bin/mypy yolo_task_manager
+	$(VENV)/bin/lint-imports

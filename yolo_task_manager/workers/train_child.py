@@ -146,8 +146,9 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
         emit(LogLine(message=f"training had finished: publishing {best}"))
         model = YOLO(str(best))
         args = model.ckpt.get("train_args", {}) if model.ckpt else {}
+        metrics = _floats(model.ckpt.get("train_metrics") or {})
         emit(TrainingResult(best=str(best), task=model.task or job.spec.task, labels=_labels(model.names),
-                            imgsz=args.get("imgsz"), metrics=_floats(model.ckpt.get("train_metrics") or {})))  # fmt: skip
+                            imgsz=args.get("imgsz"), metrics=metrics))  # fmt: skip
         return EXIT_OK
     model = YOLO(str(last) if ckpt is not None else job.model, task=job.spec.task)
     started = time.time()
