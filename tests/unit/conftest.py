@@ -12,6 +12,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+from fakes import FakeClock
 
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.registry import Registry
@@ -25,6 +26,11 @@ _counter = itertools.count()
 def redis_client() -> fakeredis.FakeRedis:
     """A private in-process Redis (its own server, so tests never share keys)."""
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture

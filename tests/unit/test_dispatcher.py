@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import fakeredis
 import pytest
+from fakes import FakeClock
 
 from yolo_task_manager.broker.dispatch import Dispatcher
 from yolo_task_manager.broker.keys import Keys
@@ -38,9 +39,9 @@ def send() -> RecordingSend:
 
 @pytest.fixture
 def dispatcher(
-    settings: Settings, redis_client: fakeredis.FakeRedis, registry: Registry, send: RecordingSend
+    settings: Settings, redis_client: fakeredis.FakeRedis, registry: Registry, send: RecordingSend, clock: FakeClock
 ) -> Dispatcher:
-    return Dispatcher(settings, redis_client, registry, send, registry.record_transition)
+    return Dispatcher(settings, redis_client, registry, send, registry.record_transition, clock=clock)
 
 
 @pytest.fixture
@@ -200,6 +201,7 @@ def test_a_running_run_without_lease_past_the_ttl_is_interrupted_requeued_and_se
     live: Callable[..., None],
     send: RecordingSend,
     settings: Settings,
+    clock: FakeClock,
 ) -> None:
     # Given a run that started longer than lease_ttl ago on gpu.n1.0, and no lease key (its worker died),
     # while a worker for gpu.n1.0 is live again
@@ -209,7 +211,7 @@ def test_a_running_run_without_lease_past_the_ttl_is_interrupted_requeued_and_se
     # When the dispatcher sees the lease missing, and still missing a lease_ttl later
     dispatcher.tick()
     assert registry.get_run(run.run_id).status is RunStatus.RUNNING  # a Redis restart looks like this too
-    time.sleep(settings.lease_ttl)
+    clock.advance(settings.lease_ttl)
     dispatcher.tick()
 
     # Then the run went running -> interrupted -> queued, with reasons, and was sent again as attempt 2
@@ -264,7 +266,7 @@ def test_a_run_that_just_started_gets_a_grace_period_to_take_its_lease(
 
 
 def test_a_run_dispatched_to_a_queue_without_worker_is_put_back_in_line(
-    dispatcher: Dispatcher, registry: Registry, create_run: Callable[..., Run], send: RecordingSend
+    dispatcher: Dispatcher, registry: Registry, create_run: Callable[..., Run], send: RecordingSend, clock: FakeClock
 ) -> None:
     # Given a run dispatched to gpu.gone.0, whose worker no longer heartbeats
     run = create_run(device="auto")
@@ -273,7 +275,7 @@ def test_a_run_dispatched_to_a_queue_without_worker_is_put_back_in_line(
     # When the dispatcher sees no live worker for it, and still none a lease_ttl later
     dispatcher.tick()
     assert registry.get_run(run.run_id).queue == "gpu.gone.0"
-    time.sleep(dispatcher.settings.lease_ttl)
+    clock.advance(dispatcher.settings.lease_ttl)
     dispatcher.tick()
 
     # Then the run waits again, with a history row that names the queue
@@ -291,6 +293,7 @@ def test_an_undispatched_run_goes_to_another_live_worker_in_the_same_tick(
     create_run: Callable[..., Run],
     live: Callable[..., None],
     send: RecordingSend,
+    clock: FakeClock,
 ) -> None:
     # Given a run dispatched (attempt 1) to a vanished GPU worker, and a live CPU worker
     live("cpu.n1")
@@ -299,7 +302,7 @@ def test_an_undispatched_run_goes_to_another_live_worker_in_the_same_tick(
 
     # When the dispatcher has seen that worker gone for a lease_ttl
     dispatcher.tick()
-    time.sleep(dispatcher.settings.lease_ttl)
+    clock.advance(dispatcher.settings.lease_ttl)
     dispatcher.tick()
 
     # Then it is sent to the CPU worker as attempt 2, so a late start of attempt 1 is refused
@@ -366,7 +369,13 @@ def test_live_queues_lists_registered_workers_of_this_prefix_only(
 
 
 def test_a_run_whose_worker_was_lost_after_a_stop_request_ends_stopped(
-    dispatcher: Dispatcher, registry: Registry, create_run: Callable[..., Run], redis_client, keys, settings
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    redis_client,
+    keys,
+    settings,
+    clock: FakeClock,
 ) -> None:
     # Given a running run its user asked to stop, whose worker then vanished
     run = _start(registry, create_run(device="auto"), "gpu.n1.0")
@@ -374,7 +383,7 @@ def test_a_run_whose_worker_was_lost_after_a_stop_request_ends_stopped(
 
     # When the dispatcher has seen its lease missing for a lease_ttl
     dispatcher.tick()
-    time.sleep(settings.lease_ttl)
+    clock.advance(settings.lease_ttl)
     dispatcher.tick()
 
     # Then it ends stopped, not back in the queue
@@ -397,17 +406,50 @@ def test_a_run_left_interrupted_is_requeued(
 
 
 def test_a_run_that_keeps_losing_its_worker_fails_after_max_attempts(
-    settings: Settings, redis_client, registry: Registry, create_run: Callable[..., Run], send: RecordingSend
+    settings: Settings,
+    redis_client,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    send: RecordingSend,
+    clock: FakeClock,
 ) -> None:
     # Given a run at its last allowed attempt whose worker vanished
-    dispatcher = Dispatcher(settings.replace(max_attempts=1), redis_client, registry, send, registry.record_transition)
+    dispatcher = Dispatcher(
+        settings.replace(max_attempts=1), redis_client, registry, send, registry.record_transition, clock=clock
+    )
     run = _start(registry, create_run(device="auto"), "gpu.n1.0")
 
     # When the dispatcher has seen its lease missing for a lease_ttl
     dispatcher.tick()
-    time.sleep(settings.lease_ttl)
+    clock.advance(settings.lease_ttl)
     dispatcher.tick()
 
     # Then it fails, saying why, instead of going round again
     failed = registry.get_run(run.run_id)
     assert failed.status is S.FAILED and "giving up after 1 attempts" in (failed.reason or "")
+
+
+def test_a_run_waiting_for_a_device_no_live_worker_serves_says_so_and_since_when(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    live: Callable[..., None],
+    redis_client: fakeredis.FakeRedis,
+    keys: Keys,
+) -> None:
+    # Given a CPU worker only, a GPU worker last seen ten minutes ago, and runs waiting for cuda:1 and cuda:7
+    live("cpu.n1")
+    redis_client.hset(keys.worker_seen, "gpu.n1.1", time.time() - 600)
+    pinned = create_run(device="cuda:1")
+    never = create_run(device="cuda:7")
+
+    # When the dispatcher ticks
+    dispatcher.tick()
+
+    # Then both still wait, and each run's reason says no live worker serves its device, and since when
+    assert registry.get_run(pinned.run_id).reason == (
+        "waiting: no live worker serves device 'cuda:1' (the last one was seen 10 min ago); "
+        "start `ytm worker --device ...`"
+    )
+    assert "'cuda:7' (none has been seen)" in (registry.get_run(never.run_id).reason or "")
+    assert registry.get_run(pinned.run_id).status is S.QUEUED

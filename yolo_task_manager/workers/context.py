@@ -12,6 +12,7 @@ from yolo_task_manager.devices import queue_for_device, torch_device, worker_dev
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage
 from yolo_task_manager.workers.inference import ModelCache
+from yolo_task_manager.workers.protocol import ChildCommand, training_child
 
 __all__ = ["WorkerContext"]
 
@@ -24,6 +25,7 @@ class WorkerContext(Context):
 
     Args:
         device: "cpu" or "cuda:N", the one device this worker serves.
+        training_command: the training child's argv (tests give a fake child that speaks the protocol).
     """
 
     def __init__(
@@ -33,12 +35,14 @@ class WorkerContext(Context):
         *,
         storage: IStorage | None = None,
         client: redis.Redis | None = None,
+        training_command: ChildCommand = training_child,
     ) -> None:
         super().__init__(settings, storage=storage, client=client, publish_patience=PUBLISH_PATIENCE)
         self.device = worker_device(device)
         self.queue = queue_for_device(self.device, settings.node)
         self.torch_device = torch_device(self.queue)
         self.model_cache = ModelCache(settings.model_cache_size)
+        self.training_child = training_command
         self.shutting_down = threading.Event()
         """Set when the worker begins a warm shutdown: a running training is interrupted and requeued."""
 

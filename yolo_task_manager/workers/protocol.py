@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from yolo_task_manager.values import RunSpec
@@ -22,6 +24,7 @@ __all__ = [
     "EXIT_STOPPED",
     "JOB_FILE",
     "TRAINING_MESSAGES",
+    "ChildCommand",
     "ChildFailed",
     "CheckpointSaved",
     "EpochMetrics",
@@ -32,6 +35,7 @@ __all__ = [
     "TrainingResult",
     "decode",
     "encode",
+    "training_child",
 ]
 
 EXIT_OK = 0
@@ -43,6 +47,14 @@ EXIT_ORPHANED = 4
 
 JOB_FILE = "spec.json"
 """In the run folder: the ``TrainingJob`` of the attempt that runs there."""
+
+
+ChildCommand = Callable[[Path, int], list[str]]
+"""A child's argv, given its job file and the write end of its pipe."""
+
+
+def training_child(job_file: Path, fd: int) -> list[str]:
+    return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd)]
 
 
 class ProtocolError(Exception):

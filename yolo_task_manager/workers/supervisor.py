@@ -12,7 +12,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from yolo_task_manager.workers.protocol import (
     EXIT_STOPPED,
     JOB_FILE,
     CheckpointSaved,
+    ChildCommand,
     ChildFailed,
     EpochMetrics,
     LogLine,
@@ -40,16 +40,9 @@ from yolo_task_manager.workers.protocol import (
     decode,
 )
 
-__all__ = ["ChildCommand", "Outcome", "TrainingSupervisor", "training_child"]
+__all__ = ["Outcome", "TrainingSupervisor"]
 
 log = logging.getLogger(__name__)
-
-ChildCommand = Callable[[Path, int], list[str]]
-"""The child's argv, given its job file and the pipe's write end."""
-
-
-def training_child(job_file: Path, fd: int) -> list[str]:
-    return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +58,6 @@ class TrainingSupervisor:
     """Supervises one attempt of one run on this worker.
 
     Args:
-        command: the child's argv (tests give a fake child that speaks the protocol).
         clock: monotonic seconds, for the time limit and the stop grace period.
     """
 
@@ -77,7 +69,6 @@ class TrainingSupervisor:
         job: TrainingJob,
         run_dir: Path,
         *,
-        command: ChildCommand = training_child,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ctx = ctx
@@ -85,7 +76,7 @@ class TrainingSupervisor:
         self.lease = lease
         self.job = job
         self.run_dir = run_dir
-        self._command = command
+        self._command: ChildCommand = ctx.training_child
         self._clock = clock
         self._outbox: list[dict[str, Any]] = []
         self._result: TrainingResult | None = None
