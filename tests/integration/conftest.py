@@ -170,3 +170,30 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):  # typ
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.1)
+
+
+class Followed:
+    """A run queued with an ``on_metrics`` callback that records, in order, each epoch the caller was told of."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.epochs: list[int] = []
+
+    def wait_for_epoch(self, epoch: int = 1, timeout: float = 300) -> None:
+        wait_for(lambda: len(self.epochs) >= epoch, timeout, f"epoch {epoch}")
+
+    def reported(self, count: int) -> list[int]:
+        """The epochs reported once ``count`` of them were (events reach the caller a moment after the registry)."""
+        wait_for(lambda: len(self.epochs) >= count, 30, f"{count} epochs")
+        return list(self.epochs)
+
+
+def train_followed(
+    mgr: YoloTaskManager, user_id: str, dataset: Path, epochs: int, run_name: str, **kwargs: object
+) -> Followed:
+    """``mgr.train`` a tiny run from ``yolov8n.pt`` with its epochs recorded as they are reported."""
+    followed = Followed("")
+    followed.run_id = mgr.train(user_id, "yolov8n.pt", str(dataset), epochs=epochs, run_name=run_name,
+                                callbacks={"on_metrics": lambda r, e, m: followed.epochs.append(e)},
+                                **{**TINY, **kwargs})  # fmt: skip
+    return followed

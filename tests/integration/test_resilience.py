@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TINY, Stack, is_resumable, wait_for
+from tests.integration.conftest import Stack, is_resumable, train_followed
 from yolo_task_manager import RunStatus, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.storage import LocalFileSystemStorage
@@ -36,10 +36,9 @@ def test_a_redis_restart_mid_training_loses_no_event_and_no_run(own_stack: Stack
     # Given: a 6-epoch training that has reported its first epoch
     own_stack.start_worker()
     mgr = own_stack.manager()
-    seen: list[int] = []
-    run_id = mgr.train("fay", "yolov8n.pt", str(shapes), epochs=6, run_name="weather",
-                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
-    wait_for(lambda: seen, 300, "epoch 1")
+    training = train_followed(mgr, "fay", shapes, 6, "weather")
+    run_id = training.run_id
+    training.wait_for_epoch(1)
 
     # When: Redis goes away for longer than the run's lease lives, and comes back on the same port and data
     own_redis.stop()
@@ -51,8 +50,7 @@ def test_a_redis_restart_mid_training_loses_no_event_and_no_run(own_stack: Stack
     assert run.status is RunStatus.COMPLETED, run.reason
     assert [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)] == ["queued", "running", "completed"]
     assert [e for e, _ in mgr.get_metrics("fay", run_id)] == [1, 2, 3, 4, 5, 6]
-    wait_for(lambda: len(seen) >= 6, 30, "all epochs")
-    assert seen == [1, 2, 3, 4, 5, 6]
+    assert training.reported(6) == [1, 2, 3, 4, 5, 6]
     history = mgr._ctx.bus.history(run_id)
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
 
@@ -61,9 +59,8 @@ def test_max_duration_ends_the_run_timed_out_with_a_resumable_checkpoint(stack: 
     # Given: a long training allowed 8 seconds
     stack.start_worker()
     mgr = stack.manager()
-    seen: list[int] = []
-    run_id = mgr.train("gus", "yolov8n.pt", str(shapes), epochs=50, run_name="slow", max_duration="8s",
-                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+    training = train_followed(mgr, "gus", shapes, 50, "slow", max_duration="8s")
+    run_id = training.run_id
 
     # When
     run = mgr.wait("gus", run_id, timeout=300)
@@ -71,19 +68,18 @@ def test_max_duration_ends_the_run_timed_out_with_a_resumable_checkpoint(stack: 
     # Then
     assert run.status is RunStatus.TIMED_OUT and run.reason == "ran past max_duration=8s"
     last = stack.settings.storage_root / "gus" / "runs" / run_id / "train" / "weights" / "last.pt"
-    if seen:  # an epoch finished within the limit, so a checkpoint exists
+    if training.epochs:  # an epoch finished within the limit, so a checkpoint exists
         assert is_resumable(last)
-    assert len(seen) < 50
+    assert len(training.epochs) < 50
 
 
 def test_the_embedded_worker_is_started_again_when_it_dies_and_the_run_resumes(stack: Stack, shapes: Path):
     # Given: the single-machine default (its own Redis and worker) training 3 epochs, at epoch 1
     settings = stack.settings.replace(redis_url=None)
-    seen: list[int] = []
     with YoloTaskManager(LocalFileSystemStorage(settings.storage_root), default_device="cpu", settings=settings) as mgr:
-        run_id = mgr.train("gus", "yolov8n.pt", str(shapes), epochs=3, run_name="phoenix",
-                           callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
-        wait_for(lambda: seen, 300, "epoch 1")
+        training = train_followed(mgr, "gus", shapes, 3, "phoenix")
+        run_id = training.run_id
+        training.wait_for_epoch(1)
         worker = mgr._worker
         assert worker is not None and worker.process is not None
         first = worker.process
@@ -97,6 +93,5 @@ def test_the_embedded_worker_is_started_again_when_it_dies_and_the_run_resumes(s
         assert worker.process is not first and worker.process.poll() is None and len(worker.restarts) == 1
         steps = [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)]
         assert steps == ["queued", "running", "interrupted", "queued", "running", "completed"]
-        wait_for(lambda: len(seen) >= 3, 30, "all epochs")
-        assert seen == [1, 2, 3]
+        assert training.reported(3) == [1, 2, 3]
     assert worker.process.poll() is not None  # and close() stopped the new one

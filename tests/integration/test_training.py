@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.conftest import TINY, Stack, is_resumable, wait_for
+from tests.integration.conftest import TINY, Stack, is_resumable, train_followed, wait_for
 from yolo_task_manager import EventType, RunStatus, YoloTaskManager
 from yolo_task_manager.storage.local_fs import LocalFileSystemStorage
 
@@ -101,10 +101,9 @@ def test_a_training_that_ignores_a_stop_is_killed_after_the_grace_period(stack: 
     # Given: a training whose process is frozen (SIGSTOP) right after epoch 1, so it cannot honour a stop
     worker = stack.start_worker(stop_grace=3.0)
     mgr = stack.manager()
-    seen: list[int] = []
-    run_id = mgr.train("hal", "yolov8n.pt", str(shapes), epochs=4, run_name="frozen",
-                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
-    wait_for(lambda: seen, 300, "epoch 1")
+    training = train_followed(mgr, "hal", shapes, 4, "frozen")
+    run_id = training.run_id
+    training.wait_for_epoch(1)
     (child,) = psutil.Process(worker.pid).children()
     child.suspend()
 
@@ -140,10 +139,9 @@ def test_worker_killed_mid_epoch_is_requeued_and_resumes_from_last_pt(stack: Sta
     # Given: a worker training a 3-epoch run
     first = stack.start_worker()
     mgr = stack.manager()
-    seen: list[int] = []
-    run_id = mgr.train("dave", "yolov8n.pt", str(shapes), epochs=3, run_name="survivor",
-                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
-    wait_for(lambda: seen, 300, "epoch 1")
+    training = train_followed(mgr, "dave", shapes, 3, "survivor")
+    run_id = training.run_id
+    training.wait_for_epoch(1)
     child = json.loads((stack.settings.storage_root / "dave" / "runs" / run_id / "spec.json").read_text())
     assert child["run_id"] == run_id
 
@@ -158,8 +156,7 @@ def test_worker_killed_mid_epoch_is_requeued_and_resumes_from_last_pt(stack: Sta
     steps = mgr._ctx.registry.get_transitions(run_id)
     assert [to for _, to, _, _ in steps] == ["queued", "running", "interrupted", "queued", "running", "completed"]
     assert "worker lost" in (steps[2][2] or "")
-    wait_for(lambda: len(seen) >= 3, 30, "all epochs")
-    assert seen == [1, 2, 3]
+    assert training.reported(3) == [1, 2, 3]
     log = (stack.settings.storage_root / "dave" / "runs" / run_id / "train.log").read_text()
     assert "Resuming training" in log or "resuming from" in log
 
@@ -197,19 +194,17 @@ def test_a_deployment_on_postgresql_trains_and_records_every_epoch(stack: Stack,
     # Given: a producer and a worker whose registry is a real PostgreSQL server, as in docker-compose
     stack.start_worker(database_url=postgres_url)
     mgr = stack.manager(database_url=postgres_url)
-    seen: list[int] = []
 
     # When
-    run_id = mgr.train("gail", "yolov8n.pt", str(coco8), epochs=2, run_name="pg",
-                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
+    training = train_followed(mgr, "gail", coco8, 2, "pg")
+    run_id = training.run_id
     run = mgr.wait("gail", run_id, timeout=300)
 
     # Then: the run, its transitions, its metrics and its model are all there
     assert run.status is RunStatus.COMPLETED, run.reason
     assert transitions(mgr, run_id) == ["queued", "running", "completed"]
     assert [epoch for epoch, values in mgr.get_metrics("gail", run_id) if set(values) >= METRIC_KEYS] == [1, 2]
-    wait_for(lambda: len(seen) >= 2, 30, "both epochs")
-    assert seen == [1, 2]
+    assert training.reported(2) == [1, 2]
     assert [m.name for m in mgr.list_models("gail")] == ["pg"]
     assert mgr._ctx.registry.engine.dialect.name == "postgresql"
 
@@ -243,10 +238,9 @@ def test_a_message_delivered_twice_never_trains_a_run_twice(stack: Stack, shapes
     stack.start_worker()
     stack.start_worker()
     mgr = stack.manager()
-    seen: list[int] = []
-    run_id = mgr.train("erin", "yolov8n.pt", str(shapes), epochs=4, run_name="long",
-                       callbacks={"on_metrics": lambda r, e, m: seen.append(e)}, **TINY)  # fmt: skip
-    wait_for(lambda: seen, 300, "epoch 1")
+    training = train_followed(mgr, "erin", shapes, 4, "long")
+    run_id = training.run_id
+    training.wait_for_epoch(1)
 
     # When: the same attempt's message arrives again (a redelivery or a duplicate publish)
     run = mgr.get_run("erin", run_id)

@@ -106,16 +106,23 @@ def _supervisor(ctx: WorkerContext, run: Run, lease: Lease) -> TrainingSuperviso
     return TrainingSupervisor(ctx, run, lease, job, run_dir)
 
 
-def _supervise_until_ready(ctx: WorkerContext, sup: TrainingSupervisor) -> tuple[threading.Thread, list[Outcome]]:
-    """Supervise in a thread; return once the child said it is ready (its signal handlers are set)."""
-    outcome: list[Outcome] = []
-    thread = threading.Thread(target=lambda: outcome.append(sup.supervise()))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not any(e.type is EventType.LOG for e in ctx.bus.history(sup.run.run_id)):
-        assert time.monotonic() < deadline and thread.is_alive(), "the fake child never said it was ready"
-        time.sleep(0.01)
-    return thread, outcome
+class Supervising:
+    """One attempt supervised in a thread, from the moment its child said it is ready (its signals are set)."""
+
+    def __init__(self, ctx: WorkerContext, run: Run, lease: Lease) -> None:
+        sup = _supervisor(ctx, run, lease)
+        self.outcome: list[Outcome] = []
+        self.thread = threading.Thread(target=lambda: self.outcome.append(sup.supervise()))
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not any(e.type is EventType.LOG for e in ctx.bus.history(run.run_id)):
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the fake child never said it was ready"
+            time.sleep(0.01)
+        self.child_pid = int((sup.run_dir / "child.pid").read_text())
+
+    def result(self) -> list[Outcome]:
+        self.thread.join(30)
+        return self.outcome
 
 
 def _alive(pid: int) -> bool:
@@ -175,12 +182,11 @@ def test_a_stop_request_is_passed_to_the_child_and_the_attempt_ends_stopped(make
     # Given a running child that honours a stop
     ctx = make_ctx("honour-stop")
     run, lease = _running(ctx)
-    sup = _supervisor(ctx, run, lease)
-    thread, outcome = _supervise_until_ready(ctx, sup)
+    attempt = Supervising(ctx, run, lease)
 
     # When its user asks it to stop
     ctx.stops.request(run.run_id)
-    thread.join(30)
+    outcome = attempt.result()
 
     # Then it ended stopped
     assert outcome == [Outcome(status=S.STOPPED, reason="stopped by user")]
@@ -190,37 +196,33 @@ def test_a_child_that_ignores_a_stop_is_killed_after_the_grace_period(make_ctx) 
     # Given a running child that ignores SIGUSR1
     ctx = make_ctx("ignore-stop")
     run, lease = _running(ctx)
-    sup = _supervisor(ctx, run, lease)
-    thread, outcome = _supervise_until_ready(ctx, sup)
-    pid = int((sup.run_dir / "child.pid").read_text())
+    attempt = Supervising(ctx, run, lease)
 
     # When its user asks it to stop
     asked = time.monotonic()
     ctx.stops.request(run.run_id)
-    thread.join(30)
+    outcome = attempt.result()
 
     # Then it was killed once stop_grace had passed, and the attempt ends stopped
     assert time.monotonic() - asked >= ctx.settings.stop_grace
     assert outcome == [Outcome(status=S.STOPPED, reason="stopped by user")]
-    assert not _alive(pid)
+    assert not _alive(attempt.child_pid)
 
 
 def test_a_lost_lease_kills_the_child_and_the_attempt_is_interrupted(make_ctx) -> None:
     # Given a running child
     ctx = make_ctx("run")
     run, lease = _running(ctx)
-    sup = _supervisor(ctx, run, lease)
-    thread, outcome = _supervise_until_ready(ctx, sup)
-    pid = int((sup.run_dir / "child.pid").read_text())
+    attempt = Supervising(ctx, run, lease)
 
     # When another attempt takes the run's lease (this worker froze past its TTL, say)
     ctx.redis.set(ctx.keys.lease(run.run_id), "someone else's token")
-    thread.join(30)
+    outcome = attempt.result()
 
     # Then this attempt is abandoned: its child is killed and the run is interrupted, saying why
     assert outcome[0].status is S.INTERRUPTED
     assert "lease lost" in (outcome[0].reason or "")
-    assert not _alive(pid)
+    assert not _alive(attempt.child_pid)
 
 
 def test_a_child_past_its_time_limit_is_asked_to_stop_and_times_out(make_ctx) -> None:
@@ -239,12 +241,11 @@ def test_a_worker_shutting_down_interrupts_its_training(make_ctx) -> None:
     # Given a running child
     ctx = make_ctx("run")
     run, lease = _running(ctx)
-    sup = _supervisor(ctx, run, lease)
-    thread, outcome = _supervise_until_ready(ctx, sup)
+    attempt = Supervising(ctx, run, lease)
 
     # When the worker begins a warm shutdown
     ctx.shutting_down.set()
-    thread.join(30)
+    outcome = attempt.result()
 
     # Then the attempt is interrupted (to be requeued)
     assert outcome == [Outcome(status=S.INTERRUPTED, reason="worker shut down")]
