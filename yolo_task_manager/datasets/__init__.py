@@ -1,4 +1,7 @@
-"""Dataset checks that run before a training run is queued."""
+"""Dataset checks that run before a training run is queued, and again on the worker; the sample dataset.
+
+Light (no torch, no ultralytics): producers run it. Imports only the shared value modules.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The SQL registry of runs, transitions and metrics."""
+"""The SQL registry of runs, transitions and metrics: the one writer of run state.
+
+Imports only the shared value modules (never ``broker``, ``workers`` or ``api_client``).
+"""
 
 from __future__ import annotations
 

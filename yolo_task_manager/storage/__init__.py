@@ -1,4 +1,7 @@
-"""Storage backends behind the ``IStorage`` protocol."""
+"""Storage backends behind the ``IStorage`` protocol: models, exports, run folders, predictions.
+
+Imports only the shared value modules (never ``broker``, ``workers`` or ``api_client``).
+"""
 
 from __future__ import annotations
 
