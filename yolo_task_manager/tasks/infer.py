@@ -1,4 +1,7 @@
-"""The infer and export tasks. Every failure comes back as data and is raised, typed, in the caller."""
+"""The infer and export tasks. Every failure comes back as data and is raised, typed, in the caller.
+
+The model is loaded only in an inference child (``workers.infer_pool``), never in the worker process.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +9,24 @@ import hashlib
 import importlib.util
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from yolo_task_manager.constants import EXPORT_FORMATS
 from yolo_task_manager.errors import InvalidInput, NotFound, YoloTaskManagerError
-from yolo_task_manager.ids import MAX_ID_LENGTH, check_access, validate_id
+from yolo_task_manager.ids import MAX_ID_LENGTH, validate_id
 from yolo_task_manager.workers.context import WorkerContext
-from yolo_task_manager.workers.inference import predict
-from yolo_task_manager.workers.offline import configure_ultralytics
+from yolo_task_manager.workers.infer_pool import ModelKey
+from yolo_task_manager.workers.protocol import ExportRequest, PredictRequest
 
 __all__ = ["execute_export", "execute_infer", "export_key"]
 
 log = logging.getLogger(__name__)
+
+PREDICT_TIMEOUT = 600.0
+"""Seconds one inference request may take in its child before the child is stopped."""
+EXPORT_TIMEOUT = 1800.0
 
 
 def export_key(fmt: str, opts: dict[str, Any]) -> str:
@@ -51,23 +57,19 @@ def execute_infer(ctx: WorkerContext, request: dict[str, Any]) -> dict[str, Any]
         if request.get("export") and request["export"] not in meta.exports:
             raise NotFound(f"model {meta.name!r} has no {request['export']!r} export any more")
         path = Path(meta.exports[request["export"]]) if request.get("export") else meta.path
-        model = ctx.model_cache.get(path, meta.task)
         annotate = None
         if request["save_annotated"]:
-            annotate = ctx.storage.predictions_dir(meta.user_id, request["request_id"])
+            annotate = str(ctx.storage.predictions_dir(meta.user_id, request["request_id"]))
         # Default to the size the model was trained at, not ultralytics' 640.
         opts = {"imgsz": meta.imgsz or 640, "conf": request["conf"], "iou": request["iou"], **request["opts"]}
         opts["device"] = ctx.torch_device
-        root = ctx.settings.storage_root
-
-        def check(p: Path) -> Path:
-            return check_access(p, root, meta.user_id)
-
-        with ctx.model_cache.predicting:
-            predictions = predict(model, meta.task, request["sources"], opts, annotate, check)
+        ask = PredictRequest(sources=request["sources"], opts=opts, annotate_dir=annotate)
+        reply = ctx.inference.ask(ModelKey.of(meta.user_id, path, meta.task), ask, PREDICT_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)
-    return {"ok": True, "predictions": predictions, "model_loads": ctx.model_cache.loads}
+    if reply.error:
+        return {"ok": False, "error": reply.error, "message": reply.message}
+    return {"ok": True, "predictions": reply.predictions, "model_loads": ctx.inference.loads}
 
 
 def execute_export(ctx: WorkerContext, user_id: str, model_name: str, fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
@@ -84,14 +86,17 @@ def execute_export(ctx: WorkerContext, user_id: str, model_name: str, fmt: str, 
             )
         if fmt == "engine" and ctx.torch_device == "cpu":
             raise InvalidInput("TensorRT (engine) export needs a GPU worker: pass device='cuda:N'")
-        from ultralytics import YOLO
-
-        configure_ultralytics()
-        # Export a copy in a scratch folder on the same volume, then move the result in atomically.
+        # Export in a scratch folder on the same volume, then move the result in atomically.
         with tempfile.TemporaryDirectory(dir=meta.path.parent, prefix=".export-") as scratch:
-            weights = Path(shutil.copy(meta.path, Path(scratch) / "model.pt"))
-            out = YOLO(str(weights), task=meta.task).export(format=fmt, device=ctx.torch_device, **opts)
-            stored = ctx.storage.add_export(user_id, model_name, key, Path(out))
+            ask = ExportRequest(fmt=fmt, opts={**opts, "device": ctx.torch_device}, out_dir=scratch)
+            model = ModelKey.of(user_id, meta.path, meta.task)
+            reply = ctx.inference.ask_once(model, ask, EXPORT_TIMEOUT, writable=Path(scratch))
+            if reply.error or not reply.path:
+                return {"ok": False, "error": reply.error or "YoloTaskManagerError", "message": reply.message}
+            out = Path(reply.path)
+            if not out.resolve().is_relative_to(Path(scratch).resolve()):
+                raise InvalidInput("the export process named a file outside its scratch folder: refused")
+            stored = ctx.storage.add_export(user_id, model_name, key, out)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)
     return {"ok": True, "path": str(stored)}

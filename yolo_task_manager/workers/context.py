@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from yolo_task_manager.context import Context
 from yolo_task_manager.devices import queue_for_device, torch_device, worker_device
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage
-from yolo_task_manager.workers.inference import ModelCache
-from yolo_task_manager.workers.protocol import ChildCommand, training_child
+from yolo_task_manager.workers.children import start_child
+from yolo_task_manager.workers.infer_pool import InferencePool, ModelKey
+from yolo_task_manager.workers.protocol import ChildCommand, inference_child, training_child
 
 __all__ = ["WorkerContext"]
 
@@ -41,8 +43,9 @@ class WorkerContext(Context):
         self.device = worker_device(device)
         self.queue = queue_for_device(self.device, settings.node)
         self.torch_device = torch_device(self.queue)
-        self.model_cache = ModelCache(settings.model_cache_size)
         self.training_child = training_command
+        self.inference = InferencePool(settings.model_cache_size, self._start_inference)
+        """Warm inference children, one per model in use (``model_cache_size`` at most)."""
         self.shutting_down = threading.Event()
         """Set when the worker begins a warm shutdown: a running training is interrupted and requeued."""
 
@@ -50,3 +53,13 @@ class WorkerContext(Context):
     def scratch_dir(self) -> Path:
         """This worker's own caches and ultralytics config (``offline.offline_env``)."""
         return self.settings.state_dir / "workers" / self.queue
+
+    def _start_inference(self, model: ModelKey, fd: int, writable: Path | None) -> subprocess.Popen[bytes]:
+        scratch = self.scratch_dir / "inference"
+        argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, fd)
+        return start_child(argv, settings=self.settings, scratch=scratch, log_path=self.scratch_dir / "inference.log",
+                           pass_fd=fd, cwd=scratch, stdin_pipe=True)  # fmt: skip
+
+    def close(self) -> None:
+        self.inference.close()
+        super().close()

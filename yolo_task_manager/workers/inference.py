@@ -1,63 +1,21 @@
-"""Inference inside a worker: a bounded LRU of loaded models, and results as ``Prediction`` dicts.
-
-Imports ultralytics; only worker processes load this module.
-"""
+"""Predictions as ``Prediction`` dicts, for every input kind; runs in an inference child (``infer_child``)."""
 
 from __future__ import annotations
 
 import base64
 import glob
 import io
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from yolo_task_manager.datasets import IMAGE_SUFFIXES
-from yolo_task_manager.errors import InvalidInput, NotFound
-from yolo_task_manager.workers.offline import configure_ultralytics
+from yolo_task_manager.errors import InvalidInput
 
-__all__ = ["VIDEO_SUFFIXES", "ModelCache", "predict"]
+__all__ = ["VIDEO_SUFFIXES", "predict"]
 
 VIDEO_SUFFIXES = frozenset({"asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv", "webm"})
 """Like ``IMAGE_SUFFIXES``: lower case, without the dot."""  # fmt: skip
-
-
-class ModelCache:
-    """Loaded models by file identity, so a replaced or deleted model is never served from memory."""
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._models: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.loads = 0
-        self.predicting = threading.Lock()
-        """Held around a prediction: ultralytics sets a shared model's predictor arguments unlocked, so two
-        requests at once could swap each other's thresholds."""
-
-    def get(self, path: Path, task: str) -> Any:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise NotFound(f"the model file {path.name} is gone (deleted meanwhile?): see list_models()") from None
-        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-        with self._lock:
-            for stale in [k for k in self._models if k[0] == key[0] and k != key]:
-                del self._models[stale]
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-        from ultralytics import YOLO
-
-        configure_ultralytics()
-        model = YOLO(str(path), task=task)
-        self.loads += 1
-        with self._lock:
-            self._models[key] = model
-            while len(self._models) > self.size:
-                self._models.popitem(last=False)
-        return model
 
 
 def _suffix(path: Path) -> str:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from yolo_task_manager.values import RunSpec
 
@@ -22,19 +22,25 @@ __all__ = [
     "EXIT_OK",
     "EXIT_ORPHANED",
     "EXIT_STOPPED",
+    "INFERENCE_REPLIES",
+    "INFERENCE_REQUESTS",
     "JOB_FILE",
     "TRAINING_MESSAGES",
     "ChildCommand",
     "ChildFailed",
     "CheckpointSaved",
     "EpochMetrics",
+    "ExportRequest",
     "LogLine",
     "Message",
+    "PredictRequest",
     "ProtocolError",
+    "Reply",
     "TrainingJob",
     "TrainingResult",
     "decode",
     "encode",
+    "inference_child",
     "training_child",
 ]
 
@@ -55,6 +61,12 @@ ChildCommand = Callable[[Path, int], list[str]]
 
 def training_child(job_file: Path, fd: int) -> list[str]:
     return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd)]
+
+
+def inference_child(model: Path, task: str, user_id: str, root: Path, fd: int) -> list[str]:
+    """An inference child for one model, answering requests on stdin through ``fd``."""
+    module = "yolo_task_manager.workers.infer_child"
+    return [sys.executable, "-m", module, str(model), task, user_id, str(root), str(fd)]
 
 
 class ProtocolError(Exception):
@@ -128,10 +140,46 @@ class ChildFailed:
     out_of_memory: bool = False
 
 
-Message = EpochMetrics | CheckpointSaved | LogLine | TrainingResult | ChildFailed
+@dataclass(frozen=True, kw_only=True)
+class PredictRequest:
+    """To an inference child: predict on ``sources`` (as ``api_client.inference.encode_sources`` made them)."""
+
+    TYPE: ClassVar[str] = "predict"
+    sources: list[dict[str, Any]]
+    opts: dict[str, Any]
+    annotate_dir: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportRequest:
+    """To an inference child: export its model into ``out_dir``."""
+
+    TYPE: ClassVar[str] = "export"
+    fmt: str
+    opts: dict[str, Any]
+    out_dir: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """From an inference child: the answer to one request, or the typed error it raised."""
+
+    TYPE: ClassVar[str] = "reply"
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    path: str | None = None
+    error: str | None = None
+    """The name of the ``YoloTaskManagerError`` subclass the request raised, or None."""
+    message: str | None = None
+
+
+Message = (
+    EpochMetrics | CheckpointSaved | LogLine | TrainingResult | ChildFailed | PredictRequest | ExportRequest | Reply
+)
 TRAINING_MESSAGES: Mapping[str, type[Message]] = {
     kind.TYPE: kind for kind in (EpochMetrics, CheckpointSaved, LogLine, TrainingResult, ChildFailed)
 }
+INFERENCE_REQUESTS: Mapping[str, type[Message]] = {kind.TYPE: kind for kind in (PredictRequest, ExportRequest)}
+INFERENCE_REPLIES: Mapping[str, type[Message]] = {Reply.TYPE: Reply}
 
 
 def encode(message: Message) -> str:

@@ -22,8 +22,8 @@ import redis
 
 from yolo_task_manager.broker.lease import Lease
 from yolo_task_manager.values import EventType, Run, RunStatus
+from yolo_task_manager.workers.children import start_child
 from yolo_task_manager.workers.context import WorkerContext
-from yolo_task_manager.workers.offline import offline_env
 from yolo_task_manager.workers.protocol import (
     EXIT_OK,
     EXIT_STOPPED,
@@ -89,18 +89,13 @@ class TrainingSupervisor:
         job_file = self.run_dir / JOB_FILE
         job_file.write_text(self.job.to_json())
         read_fd, write_fd = os.pipe()
-        with open(self.run_dir / "train.log", "ab") as logfile:
-            child = subprocess.Popen(
-                self._command(job_file, write_fd),
-                pass_fds=[write_fd],
-                env=offline_env(os.environ, self.ctx.scratch_dir),
-                cwd=self.run_dir,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        os.close(write_fd)
+        try:
+            child = start_child(
+                self._command(job_file, write_fd), settings=self.ctx.settings, scratch=self.ctx.scratch_dir,
+                log_path=self.run_dir / "train.log", pass_fd=write_fd, cwd=self.run_dir,
+            )  # fmt: skip
+        finally:
+            os.close(write_fd)
         try:
             self._loop(child, read_fd)
         finally:
@@ -196,7 +191,7 @@ class TrainingSupervisor:
             self._outbox.append({"type": EventType.LOG, "reason": message.message})
         elif isinstance(message, TrainingResult):
             self._result = message
-        else:
+        elif isinstance(message, ChildFailed):
             self._error = message
 
     def _flush(self) -> None:
