@@ -69,6 +69,13 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
         model = _base_model(run, ctx.settings.pretrained_dir, run_dir)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"base model check failed on the worker: {exc}")
+    try:
+        # The run folder is on a shared volume: what an earlier attempt left may not be what it wrote.
+        for left in (run_dir / "train" / "weights" / "last.pt", run_dir / "train" / "weights" / "best.pt"):
+            if left.is_file():
+                check_checkpoint(left)
+    except InvalidInput as exc:
+        return Outcome(status=RunStatus.FAILED, reason=f"checkpoint check failed on the worker: {exc}")
     job = TrainingJob(
         run_id=run.run_id,
         attempt=run.attempt,

@@ -10,6 +10,7 @@ import redis
 
 from yolo_task_manager.context import Context
 from yolo_task_manager.devices import queue_for_device, torch_device, worker_device
+from yolo_task_manager.pickles import check_checkpoint
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage
 from yolo_task_manager.workers.children import start_child
@@ -55,6 +56,8 @@ class WorkerContext(Context):
         return self.settings.state_dir / "workers" / self.queue
 
     def _start_inference(self, model: ModelKey, fd: int, writable: Path | None) -> subprocess.Popen[bytes]:
+        if model.path.endswith(".pt"):
+            check_checkpoint(Path(model.path))  # the models folder is on a shared volume, writable by others
         scratch = self.scratch_dir / "inference"
         argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, fd)
         return start_child(argv, settings=self.settings, scratch=scratch, log_path=self.scratch_dir / "inference.log",

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,7 +30,7 @@ from yolo_task_manager.workers.protocol import (
 )
 
 
-def _answer(model: Any, model_path: Path, task: str, check: Any, request: object) -> Reply:
+def _answer(model: Any, model_path: Path, task: str, check: Callable[[Path], Path], request: object) -> Reply:
     if isinstance(request, PredictRequest):
         annotate = Path(request.annotate_dir) if request.annotate_dir else None
         return Reply(predictions=predict(model, task, request.sources, request.opts, annotate, check))
