@@ -53,9 +53,9 @@ if behaviour == "crash":
     sys.exit(EXIT_FAILED)
 if behaviour == "sigkill":
     os.kill(os.getpid(), signal.SIGKILL)
-send(LogLine(message="ready"))
 with open(os.path.join(os.path.dirname(job_file), "child.pid"), "w") as f:
     f.write(str(os.getpid()))
+send(LogLine(message="ready"))
 while True:
     time.sleep(0.01)
 """
