@@ -46,6 +46,9 @@ if behaviour == "finish":
     out.write("not a message\\n")
     for epoch in (1, 2):
         send(EpochMetrics(epoch=epoch, epochs=2, metrics={"train/box_loss": 1.0 / epoch}))
+    os.makedirs(job.save_dir + "/weights", exist_ok=True)
+    with open(job.save_dir + "/weights/best.pt", "wb") as f:
+        f.write(b"weights")
     send(TrainingResult(best=job.save_dir + "/weights/best.pt", task=job.spec.task, labels=["a"], imgsz=64))
     sys.exit(EXIT_OK)
 if behaviour == "crash":
@@ -321,9 +324,6 @@ def test_execute_run_trains_through_the_child_and_publishes_the_model(make_ctx, 
     run = ctx.registry.create_run(RunSpec(user_id="a", run_name="r", base_model="yolov8n.yaml",
                                           dataset_dir=str(dataset), task="detect", epochs=2, device="cpu"))  # fmt: skip
     attempt = ctx.registry.mark_dispatched(run.run_id, ctx.queue)
-    weights = ctx.storage.run_dir("a", run.run_id) / "train" / "weights"
-    weights.mkdir(parents=True)
-    (weights / "best.pt").write_bytes(b"weights")
 
     # When its message is executed
     said = execute_run(ctx, run.run_id, attempt or 0)
