@@ -12,6 +12,7 @@ __all__ = [
     "InvalidTransition",
     "LimitExceeded",
     "NotFound",
+    "SandboxUnavailable",
     "StorageError",
     "WaitTimeout",
     "WeightsUnavailable",
@@ -23,7 +24,7 @@ class YoloTaskManagerError(Exception):
     """yolo-task-manager failed."""
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        super().__init__(message or " ".join((self.__doc__ or "").split()))  # a docstring may wrap
 
 
 class NotFound(YoloTaskManagerError):
@@ -52,6 +53,13 @@ class StorageError(YoloTaskManagerError):
 
 class BrokerUnavailable(YoloTaskManagerError):
     """Redis cannot be reached: check redis_url and that the server is running."""
+
+
+class SandboxUnavailable(YoloTaskManagerError):
+    """bubblewrap cannot build a sandbox on this machine: install it (`apt install bubblewrap`) and allow user
+    namespaces (sysctl kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0;
+    in Docker a seccomp profile that allows unshare), or set YTM_SANDBOX=off to run tenant code unsandboxed,
+    accepting that one tenant's files can then reach every other tenant's data."""
 
 
 class DeviceUnavailable(InvalidInput):
