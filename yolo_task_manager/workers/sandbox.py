@@ -28,17 +28,17 @@ from pathlib import Path
 from typing import IO
 
 from yolo_task_manager.errors import InvalidInput, SandboxUnavailable
+from yolo_task_manager.settings import SANDBOX_MODES
 from yolo_task_manager.workers.limits import JobLimits
 from yolo_task_manager.workers.offline import offline_env
 
 __all__ = [
-    "MODES", "SCRATCH", "SandboxPolicy", "SandboxedProcess", "bwrap_argv", "child_env", "job_policy", "request_stop",
+    "SCRATCH", "SandboxPolicy", "SandboxedProcess", "bwrap_argv", "child_env", "job_policy", "request_stop",
     "require_sandbox", "sandbox_available", "spawn", "watch_control",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-MODES = ("on", "off", "auto")
 SCRATCH = ".scratch"
 """In a job's folder: the child's home, caches and ultralytics config, so that no job reuses another's."""
 
@@ -131,8 +131,8 @@ def require_sandbox(mode: str) -> bool:
     Raises:
         SandboxUnavailable: ``mode`` is "on" and bubblewrap cannot build a sandbox here.
     """
-    if mode not in MODES:
-        raise InvalidInput(f"sandbox must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in SANDBOX_MODES:
+        raise InvalidInput(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {mode!r}")
     if mode == "off":
         return False
     if not sandbox_available():
