@@ -87,12 +87,14 @@ class JobLimits:
         """Kill what is left in the job's cgroups and delete them (a cgroup goes once its last process has)."""
         self.memory_exhausted()  # read before the counters go with the cgroup
         deadline = time.monotonic() + 10
-        while any(group.exists() for group in self.cgroups.values()) and time.monotonic() < deadline:
+        while True:
             self.kill()
             for group in self.cgroups.values():
                 with contextlib.suppress(OSError):  # EBUSY until the killed processes are gone
                     group.rmdir()
-            time.sleep(0.01)
+            if not any(group.exists() for group in self.cgroups.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
         for group in self.cgroups.values():
             if group.exists():
                 log.warning("could not remove %s: processes %s are still in it", group, _procs(group))
