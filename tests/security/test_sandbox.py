@@ -29,6 +29,7 @@ import pytest
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.errors import InvalidInput, SandboxUnavailable
 from yolo_task_manager.workers import sandbox as sandbox_module
+from yolo_task_manager.workers.limits import remove_stale_cgroups
 from yolo_task_manager.workers.protocol import SPEC_FILE
 from yolo_task_manager.workers.sandbox import (
     SCRATCH,
@@ -289,7 +290,7 @@ print(json.dumps({
     assert "hunter2" not in out and "hunter2" not in json.dumps(dict(policy.env))
     assert not [name for name in seen["names"] if name.startswith("YTM_") or "URL" in name]
     assert {"HOME", "YOLO_CONFIG_DIR", "YOLO_OFFLINE", "PATH"} <= set(seen["names"])
-    assert len(seen["cmdlines"]) >= 2  # bwrap's init (pid 1) and the child
+    assert seen["cmdlines"] and all(c.startswith("ok:") for c in seen["cmdlines"])  # the child is pid 1
     # And asking for one anyway is refused
     with pytest.raises(InvalidInput, match="REDIS_PASSWORD"):
         child_env(os.environ, {"REDIS_PASSWORD": "hunter2"})
@@ -431,6 +432,44 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+WORKER = """
+import json, os, sys, time
+from pathlib import Path
+from yolo_task_manager.workers.sandbox import job_policy, spawn
+policy = job_policy(Path({job!r}), base_env=os.environ, memory_bytes=1 << 30, max_processes=64)
+job = spawn([sys.executable, "-c", "import time; time.sleep(1000)", {marker!r}], policy, sandboxed=True)
+print(json.dumps([str(group) for group in job.limits.cgroups.values()]), flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_killed_worker_takes_its_sandbox_along_and_the_next_one_removes_its_cgroups(storage: Storage) -> None:
+    # Given a worker process running a sandboxed child
+    marker = f"ytm-orphan-{storage.canary}"
+    code = WORKER.format(job=str(storage.job), marker=marker)
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert worker.stdout is not None
+        groups = [Path(group) for group in json.loads(worker.stdout.readline())]
+        assert _wait_until(lambda: _host_processes_with(marker), 30)
+
+        # When the worker is killed outright (the kernel's out-of-memory killer, say)
+        worker.kill()
+        worker.wait(10)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    # Then its sandboxed child dies with it, and a worker starting next removes the cgroups it left
+    assert _wait_until(lambda: not _host_processes_with(marker), 10), _host_processes_with(marker)
+    if not groups:
+        pytest.skip("no cgroups here: nothing is left behind")
+    assert all(group.exists() for group in groups)
+    assert set(groups) <= set(remove_stale_cgroups())
+    assert not any(group.exists() for group in groups)
 
 
 STOPPABLE = """

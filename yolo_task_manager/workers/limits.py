@@ -15,9 +15,10 @@ import resource
 import signal
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["JobLimits"]
+__all__ = ["JobLimits", "remove_stale_cgroups"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class JobLimits:
         self.cgroups: dict[str, Path] = {}
         self.described: list[str] = []
         self._oom_kills = 0
-        name = f"ytm-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        name = f"ytm-{_pid_namespace()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         for controller, value in (("memory", memory_bytes), ("pids", max_processes)):
             group = _make_cgroup(controller, value, name) if value is not None else None
             if group is not None:
@@ -68,10 +69,7 @@ class JobLimits:
 
     def kill(self) -> None:
         """SIGKILL every process in the job's cgroups."""
-        for group in self.cgroups.values():
-            for pid in _procs(group):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        _kill_members(self.cgroups.values())
 
     def memory_exhausted(self) -> bool:
         """Whether the kernel killed a process of the job for going over its cgroup's memory limit."""
@@ -84,21 +82,33 @@ class JobLimits:
         return self._oom_kills > 0
 
     def remove(self) -> None:
-        """Kill what is left in the job's cgroups and delete them (a cgroup goes once its last process has)."""
+        """Kill what is left in the job's cgroups and delete them."""
         self.memory_exhausted()  # read before the counters go with the cgroup
-        deadline = time.monotonic() + 10
-        while True:
-            self.kill()
-            for group in self.cgroups.values():
-                with contextlib.suppress(OSError):  # EBUSY until the killed processes are gone
-                    group.rmdir()
-            if not any(group.exists() for group in self.cgroups.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.002)
-        for group in self.cgroups.values():
-            if group.exists():
-                log.warning("could not remove %s: processes %s are still in it", group, _procs(group))
+        _remove(list(self.cgroups.values()))
         self.cgroups.clear()
+
+
+def remove_stale_cgroups() -> list[Path]:
+    """Kill what is left in the job cgroups of workers that died before their ``remove()``, and delete them.
+
+    Call when a worker starts, before its first job: a group is stale when the worker named in it is gone,
+    or is this process (a container's worker may get the same pid again). Groups made in another pid
+    namespace are left alone: their workers' pids mean nothing here.
+    """
+    removed = []
+    for controller in ("memory", "pids"):
+        found = _cgroup_base(controller)
+        for group in found[0].glob(f"ytm-{_pid_namespace()}-*-*") if found is not None else ():
+            owner = group.name.split("-")[2]
+            if owner.isdigit() and int(owner) != os.getpid() and Path(f"/proc/{owner}").exists():
+                continue
+            _remove([group])
+            removed.append(group)
+    return removed
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
 
 
 def _cgroup_base(controller: str) -> tuple[Path, bool] | None:
@@ -137,6 +147,29 @@ def _make_cgroup(controller: str, value: int, name: str) -> Path | None:
             group.rmdir()
         return None
     return group
+
+
+def _remove(groups: list[Path]) -> None:
+    """Kill the groups' processes and delete the groups (a cgroup goes once its last process has)."""
+    deadline = time.monotonic() + 10
+    while True:
+        _kill_members(groups)
+        for group in groups:
+            with contextlib.suppress(OSError):  # EBUSY until the killed processes are gone
+                group.rmdir()
+        if not any(group.exists() for group in groups) or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    for group in groups:
+        if group.exists():
+            log.warning("could not remove %s: processes %s are still in it", group, _procs(group))
+
+
+def _kill_members(groups: Iterable[Path]) -> None:
+    for group in groups:
+        for pid in _procs(group):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _procs(group: Path) -> list[int]:

@@ -14,14 +14,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import json
 import logging
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ _PASSED = frozenset({
     "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "MPLCONFIGDIR",
     "TORCHINDUCTOR_CACHE_DIR", "XDG_CACHE_HOME", "HF_HUB_OFFLINE",
+    "LD_LIBRARY_PATH",  # where GPU containers (Kubernetes' device plugin) keep the driver's libcuda
 })  # fmt: skip
 _PASSED_PREFIXES = ("LC_", "OPENBLAS_")
 _SECRET = re.compile(r"^(YTM_|REDIS|DATABASE|AWS_)|PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
@@ -54,6 +58,7 @@ _SECRET = re.compile(r"^(YTM_|REDIS|DATABASE|AWS_)|PASSWORD|PASSWD|SECRET|TOKEN|
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "alternatives", "fonts")
 _TOPS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _GATE = 'read -r go || exit 125; exec "$@" </dev/null'
+_OUTER_GATE = 'read -r go || exit 125; exec "$@"'  # keeps the gate on stdin for the gate inside bwrap
 _STOP = b"s"
 _Output = int | IO[bytes] | None
 
@@ -164,8 +169,8 @@ def _interpreter_paths(hide: Sequence[Path]) -> list[Path]:
     return chosen[1:]
 
 
-def bwrap_argv(policy: SandboxPolicy, argv: Sequence[str]) -> list[str]:
-    """The bubblewrap command line that runs ``argv`` under ``policy``.
+def bwrap_argv(policy: SandboxPolicy, argv: Sequence[str], *, info_fd: int | None = None) -> list[str]:
+    """The bubblewrap command line that runs ``argv`` under ``policy`` (reporting on ``info_fd`` once set up).
 
     Raises:
         SandboxUnavailable: bubblewrap is missing or cannot build a sandbox here.
@@ -177,7 +182,10 @@ def bwrap_argv(policy: SandboxPolicy, argv: Sequence[str]) -> list[str]:
     exposed = [h for h in policy.hide for top in ("/usr", *_TOPS, "/etc") if _overlaps(h, Path(top))]
     if exposed:
         raise InvalidInput(f"{exposed[0]} lies in a system folder that every sandbox shows: move it")
-    out = [bwrap, *flags, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]
+    # --as-pid-1: the command is pid 1 (no bwrap init), so that its death, which --die-with-parent
+    # arms before it execs, ends the whole pid namespace.
+    out = [bwrap, *flags, "--as-pid-1", *(("--info-fd", str(info_fd)) if info_fd is not None else ())]
+    out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]
     for top in _TOPS:
         if os.path.islink(top):  # merged /usr: /bin -> usr/bin
             out += ["--symlink", os.readlink(top), top]
@@ -243,33 +251,67 @@ def spawn(argv: Sequence[str], policy: SandboxPolicy, *, sandboxed: bool, pass_f
     """Start ``argv`` under ``policy``: in bubblewrap when ``sandboxed``, else plainly with the same
     environment, limits and new session (``os.killpg(job.pid, ...)`` reaches the whole group).
 
-    The child waits at a gate, a shell reading one line, while this process puts it under the job's limits:
-    nothing forks before they hold. Unlike ``preexec_fn`` this is safe in a worker with threads.
+    The child waits at a gate, a shell reading a line, while this process puts it under the job's limits:
+    nothing forks before they hold (unlike ``preexec_fn``, safe in a worker with threads). Sandboxed, a
+    second gate inside bwrap holds the command until both of bwrap's processes have armed
+    ``--die-with-parent``; a worker that dies before then closes the gate, and the sandbox ends.
     """
-    command = bwrap_argv(policy, argv) if sandboxed else list(argv)
+    info, report = os.pipe() if sandboxed else (-1, -1)
+    inner = ["/bin/sh", "-c", _GATE, "ytm-gate", *argv]
+    command = ["/bin/sh", "-c", _OUTER_GATE, "ytm-gate", *bwrap_argv(policy, inner, info_fd=report)] if sandboxed \
+        else ["/bin/sh", "-c", _GATE, "ytm-gate", *argv]  # fmt: skip
     limits = JobLimits(memory_bytes=policy.memory_bytes, max_processes=policy.max_processes, gpu=policy.gpu)
     gate, release = os.pipe()
     try:
-        process = subprocess.Popen(["/bin/sh", "-c", _GATE, "ytm-gate", *command], stdin=gate, stdout=stdout,
-                                   stderr=stderr, pass_fds=tuple(pass_fds), env=dict(policy.env), cwd=policy.cwd,
+        process = subprocess.Popen(command, stdin=gate, stdout=stdout, stderr=stderr, env=dict(policy.env),
+                                   pass_fds=(*pass_fds, *([report] if sandboxed else [])), cwd=policy.cwd,
                                    start_new_session=True)  # fmt: skip
     except BaseException:
         os.close(release)
         limits.remove()
         raise
     finally:
-        os.close(gate)
+        for fd in (gate, report) if sandboxed else (gate,):
+            os.close(fd)
     job = SandboxedProcess(process, limits, sandboxed=sandboxed)
     try:
         limits.enter(process.pid)
         os.write(release, b"go\n")
+        if sandboxed and _await_inner_gate(info):
+            os.write(release, b"go\n")
     except BaseException:
         job.close()
         raise
     finally:
         os.close(release)
+        if sandboxed:
+            os.close(info)
     log.info("sandbox %s, pid %s: %s", "on" if sandboxed else "off", job.pid, "; ".join(limits.described) or "no limit")
     return job
+
+
+def _await_inner_gate(info: int, timeout: float = 30.0) -> bool:
+    """Wait until the command inside bwrap is the gate shell; False if bwrap failed first.
+
+    bwrap arms --die-with-parent in its outer process before it writes the command's pid on ``info``, and
+    in the command's process just before exec.
+    """
+    data, deadline = b"", time.monotonic() + timeout
+    while b"}" not in data and select.select([info], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        chunk = os.read(info, 4096)
+        if not chunk:
+            return False
+        data += chunk
+    try:
+        pid = int(json.loads(data)["child-pid"])
+        while not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh\0"):
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.0005)
+    except (ValueError, KeyError, OSError, TimeoutError):  # gone already, or stuck: the caller sees it exit
+        log.warning("sandbox: bwrap did not start its command (info: %r)", data)
+        return False
+    return True
 
 
 def request_stop(control_fd: int) -> None:
