@@ -472,6 +472,47 @@ def test_a_killed_worker_takes_its_sandbox_along_and_the_next_one_removes_its_cg
     assert not any(group.exists() for group in groups)
 
 
+DYING_WORKER = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from yolo_task_manager.workers.sandbox import job_policy, sandbox_available, spawn
+policy = job_policy(Path({job!r}), base_env=os.environ, memory_bytes=1 << 30, max_processes=64)
+assert sandbox_available()  # probed before the clock starts
+threading.Timer({delay}, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+spawn([sys.executable, "-c", "import time; time.sleep(1000)", {marker!r}], policy, sandboxed=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_worker_killed_at_any_moment_of_the_start_leaves_no_tenant_command_running(storage: Storage) -> None:
+    # Given workers killed 0 to 16 ms after they begin to spawn a sandboxed child
+    marker = f"ytm-orphan-{storage.canary}"
+    for i in range(20):
+        code = DYING_WORKER.format(job=str(storage.job), marker=marker, delay=i * 0.0008)
+        subprocess.run([sys.executable, "-c", code], timeout=60)
+
+    # When the next worker starts and clears what dead workers left
+    commands = _wait_until(lambda: not _commands_with(marker), 10)
+    remove_stale_cgroups()
+
+    # Then no command ran on (bwrap processes stuck before their set-up may have, until the sweep)
+    assert commands, _commands_with(marker)
+    assert _wait_until(lambda: not _host_processes_with(marker), 10), _host_processes_with(marker)
+
+
+def _commands_with(marker: str) -> list[int]:
+    """The processes running the sandboxed command itself (not bwrap, whose command line holds it too)."""
+    return [pid for pid in _host_processes_with(marker) if _cmdline(pid).startswith(sys.executable.encode())]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 STOPPABLE = """
 import os, signal, time
 from yolo_task_manager.workers.sandbox import watch_control
