@@ -15,6 +15,7 @@ __all__ = [
     "LimitExceeded",
     "NoLiveWorker",
     "NotFound",
+    "SandboxUnavailable",
     "StorageError",
     "WaitTimeout",
     "WeightsUnavailable",
@@ -26,7 +27,7 @@ class YoloTaskManagerError(Exception):
     """yolo-task-manager failed."""
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        super().__init__(message or " ".join((self.__doc__ or "").split()))  # a docstring may wrap
 
 
 class NotFound(YoloTaskManagerError):
@@ -67,6 +68,13 @@ class DatabaseUnavailable(BrokerUnavailable):
 
 class NoLiveWorker(BrokerUnavailable):
     """No live worker serves this device: start one with `ytm worker --device ...`."""
+
+
+class SandboxUnavailable(YoloTaskManagerError):
+    """bubblewrap cannot build a sandbox on this machine: install it (`apt install bubblewrap`) and allow user
+    namespaces (sysctl kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0;
+    in Docker a seccomp profile that allows unshare), or set YTM_SANDBOX=off to run tenant code unsandboxed,
+    accepting that one tenant's files can then reach every other tenant's data."""
 
 
 class DeviceUnavailable(InvalidInput):

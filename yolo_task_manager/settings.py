@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ from pathlib import Path
 
 from yolo_task_manager.errors import InvalidInput
 
-__all__ = ["Settings"]
+__all__ = ["SANDBOX_MODES", "Settings"]
+
+SANDBOX_MODES = ("on", "off", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,10 +43,19 @@ class Settings:
     """Models each worker keeps loaded for inference."""
     max_attempts: int = 10
     """A run whose worker is lost at its ``max_attempts``-th dispatch fails instead of going round again."""
+    sandbox: str = "auto"
+    """Whether training children run in bubblewrap: "on" (a worker without it refuses to start), "off" (tenant
+    code then reaches the worker's files and network), or "auto" (when bubblewrap works here)."""
+    child_memory: int | None = field(default=None, metadata={"bytes": True})
+    """Memory a training child may use, in bytes (YTM_CHILD_MEMORY also reads 512M, 8G, 1T); None: no limit."""
+    child_max_processes: int | None = 512
+    """Processes a training child may run at once (its pids cgroup counts each thread as one); None: no limit."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
-        for name in ("global_limit", "per_user_limit"):
+        if self.sandbox not in SANDBOX_MODES:
+            raise InvalidInput(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {self.sandbox!r}")
+        for name in ("global_limit", "per_user_limit", "child_memory", "child_max_processes"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInput(f"{name} must be a positive integer or None, got {value!r}")
@@ -85,7 +97,7 @@ class Settings:
             raw = environ.get(f"YTM_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            values[f.name] = _parse(f.name, str(f.type), raw)
+            values[f.name] = _parse_bytes(f.name, raw) if f.metadata.get("bytes") else _parse(f.name, str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -101,3 +113,14 @@ def _parse(name: str, type_name: str, raw: str) -> object:
     if "Path" in type_name:
         return Path(raw)
     return raw
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_bytes(name: str, raw: str) -> int:
+    """A byte count: digits, optionally followed by K, M, G or T (powers of 1024, as Docker reads them)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", raw, re.IGNORECASE)
+    if match is None:
+        raise InvalidInput(f"YTM_{name.upper()}={raw!r} is not a size: write bytes, or a number and K, M, G or T")
+    return int(match[1]) * _UNITS[match[2].upper()]

@@ -131,6 +131,9 @@ def test_a_none_override_keeps_the_environment_value() -> None:
             "dispatch_timeout": 60.0,
             "visibility_timeout": 3600.0,
             "storage_factory": "pkg.mod:factory",
+            "sandbox": "on",
+            "child_memory": 8 << 30,
+            "child_max_processes": 64,
         },
     ],
     ids=["defaults", "every-field"],
@@ -223,3 +226,50 @@ def test_replace_returns_changed_copy_and_leaves_the_original(tmp_path: Path) ->
     assert (original.key_prefix, changed.key_prefix) == ("a", "b")
     with pytest.raises(AttributeError):
         original.key_prefix = "c"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1073741824", 1 << 30), ("512M", 512 << 20), ("8G", 8 << 30), ("8g", 8 << 30), ("2GiB", 2 << 30),
+     ("1T", 1 << 40)],
+)  # fmt: skip
+def test_child_memory_reads_bytes_or_a_size_with_a_unit(raw: str, expected: int) -> None:
+    # Given YTM_CHILD_MEMORY as an operator writes it
+    # When settings are built from the environment
+    settings = Settings.from_env({"YTM_CHILD_MEMORY": raw})
+
+    # Then the limit is in bytes, K, M, G and T being powers of 1024 as in Docker
+    assert settings.child_memory == expected
+
+
+@pytest.mark.parametrize("raw", ["8 gigs", "1.5G", "-1G", "G"])
+def test_a_child_memory_that_is_no_size_raises_invalid_input_naming_it(raw: str) -> None:
+    # Given a YTM_CHILD_MEMORY that is not a size
+    # When settings are built
+    with pytest.raises(InvalidInput) as info:
+        Settings.from_env({"YTM_CHILD_MEMORY": raw})
+
+    # Then the message names the variable and its value
+    assert "YTM_CHILD_MEMORY" in str(info.value) and repr(raw) in str(info.value)
+
+
+def test_the_sandbox_defaults_to_auto_with_512_processes_and_no_memory_limit() -> None:
+    # Given no sandbox settings
+    # When settings are built from an empty environment
+    settings = Settings.from_env({})
+
+    # Then the sandbox is used where it works, and only the process count is capped
+    assert (settings.sandbox, settings.child_memory, settings.child_max_processes) == ("auto", None, 512)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"sandbox": "maybe"}, "sandbox"), ({"child_memory": 0}, "child_memory"),
+     ({"child_max_processes": -1}, "child_max_processes")],
+)  # fmt: skip
+def test_a_bad_sandbox_setting_is_rejected(changes: dict[str, object], field: str) -> None:
+    # Given a sandbox mode that does not exist, or a limit that is not positive
+    # When settings are built with it
+    # Then InvalidInput names the field
+    with pytest.raises(InvalidInput, match=field):
+        Settings(**changes)  # type: ignore[arg-type]
