@@ -20,6 +20,7 @@ from yolo_task_manager.errors import DeviceUnavailable
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.tasks import register_tasks
 from yolo_task_manager.workers.context import WorkerContext
+from yolo_task_manager.workers.limits import remove_stale_cgroups
 from yolo_task_manager.workers.offline import offline_env
 
 __all__ = ["pin_device", "run_worker"]
@@ -91,7 +92,10 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     # lost connection that raises an AttributeError that kills the worker (kombu issues 582 and 970).
     # An unrestored message comes back after the visibility timeout instead.
     kombu_redis.QoS.restore_at_shutdown = False
-    ctx = WorkerContext(settings, device)
+    ctx = WorkerContext(settings, device)  # raises SandboxUnavailable where "on" cannot be honoured
+    if not ctx.sandboxed:
+        log.warning("YTM_SANDBOX=%s: tenant content runs unsandboxed on this worker", settings.sandbox or "on")
+    remove_stale_cgroups()
     register_tasks(ctx.app, ctx)
     presence = _Presence(ctx, parent_pid)
 

@@ -43,9 +43,11 @@ class Settings:
     """Models each worker keeps loaded for inference."""
     max_attempts: int = 10
     """A run whose worker is lost at its ``max_attempts``-th dispatch fails instead of going round again."""
-    sandbox: str = "auto"
-    """Whether training children run in bubblewrap: "on" (a worker without it refuses to start), "off" (tenant
-    code then reaches the worker's files and network), or "auto" (when bubblewrap works here)."""
+    sandbox: str | None = None
+    """Whether the children that read tenant content (training, inference, export) run in bubblewrap: "on" (a
+    worker that cannot refuses to start), "off" (tenant code then reaches the worker's files and network, and
+    every job logs a warning), or "auto" (when bubblewrap works here). None: "on" for `ytm worker`, "auto" for
+    the embedded single-machine default."""
     child_memory: int | None = field(default=None, metadata={"bytes": True})
     """Memory a training child may use, in bytes (YTM_CHILD_MEMORY also reads 512M, 8G, 1T); None: no limit."""
     child_max_processes: int | None = 512
@@ -53,7 +55,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
-        if self.sandbox not in SANDBOX_MODES:
+        if self.sandbox is not None and self.sandbox not in SANDBOX_MODES:
             raise InvalidInput(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {self.sandbox!r}")
         for name in ("global_limit", "per_user_limit", "child_memory", "child_max_processes"):
             value = getattr(self, name)

@@ -28,9 +28,10 @@ import pytest
 
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.errors import InvalidInput, SandboxUnavailable
+from yolo_task_manager.values import RunSpec
 from yolo_task_manager.workers import sandbox as sandbox_module
 from yolo_task_manager.workers.limits import remove_stale_cgroups
-from yolo_task_manager.workers.protocol import SPEC_FILE
+from yolo_task_manager.workers.protocol import JOB_FILE, TrainingJob
 from yolo_task_manager.workers.sandbox import (
     SCRATCH,
     SandboxedProcess,
@@ -615,29 +616,42 @@ print(json.dumps({"torch": torch.__version__, "settings": str(SETTINGS_FILE), "t
 def test_a_real_training_runs_in_the_sandbox_and_leaves_the_dataset_untouched(
     storage: Storage, fixtures_dir: Path
 ) -> None:
-    # Given coco8 in alice's datasets and a spec as the train task writes it
+    # Given coco8 in alice's datasets and a job as the train task writes it
     dataset = Path(shutil.copytree(fixtures_dir / "datasets" / "coco8", storage.root / "alice" / "datasets" / "coco8"))
     before = sorted((str(p.relative_to(dataset)), p.stat().st_mtime_ns) for p in dataset.rglob("*"))
     run_dir = storage.job
-    spec = {
-        "run_id": "r1", "queue": "cpu.test", "model": "yolov8n.yaml", "task": "detect",
-        "data": write_training_data(inspect_dataset(dataset), run_dir), "epochs": 1,
-        "hyp": {"imgsz": 64, "batch": 4, "workers": 0, "plots": False}, "device": "cpu",
-        "save_dir": str(run_dir / "train"),
-    }  # fmt: skip
-    (run_dir / SPEC_FILE).write_text(json.dumps(spec))
+    spec = RunSpec(
+        user_id="alice",
+        run_name="r1",
+        base_model="yolov8n.yaml",
+        dataset_dir=str(dataset),
+        task="detect",
+        epochs=1,
+        device="cpu",
+        hyp={"imgsz": 64, "batch": 4, "workers": 0, "plots": False},
+    )
+    job = TrainingJob(
+        run_id="r1",
+        attempt=1,
+        spec=spec,
+        model="yolov8n.yaml",
+        torch_device="cpu",
+        data=write_training_data(inspect_dataset(dataset), run_dir),
+        save_dir=str(run_dir / "train"),
+    )
+    (run_dir / JOB_FILE).write_text(job.to_json())
     read_fd, write_fd = os.pipe()
     policy = job_policy(run_dir, base_env=os.environ, read_only=(dataset,), hide=(storage.root,),
                         memory_bytes=4 << 30, max_processes=512)  # fmt: skip
-    argv = [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(run_dir / SPEC_FILE), str(write_fd)]
+    argv = [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(run_dir / JOB_FILE), str(write_fd)]
 
     # When the training child runs in the sandbox, reporting over its pipe
     with open(run_dir / "train.log", "wb") as log:
-        job = spawn(argv, policy, sandboxed=True, pass_fds=[write_fd], stdout=log, stderr=subprocess.STDOUT)
+        child = spawn(argv, policy, sandboxed=True, pass_fds=[write_fd], stdout=log, stderr=subprocess.STDOUT)
     os.close(write_fd)
-    with job, os.fdopen(read_fd, "rb") as pipe:
+    with child, os.fdopen(read_fd, "rb") as pipe:
         events = [json.loads(line) for line in pipe if line.strip()]
-        code = job.wait(300)
+        code = child.wait(300)
 
     # Then epoch 1's metrics and the result arrive, the weights are in the job, and the dataset is as it was
     log_tail = (run_dir / "train.log").read_text()[-3000:]

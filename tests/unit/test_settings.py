@@ -253,13 +253,13 @@ def test_a_child_memory_that_is_no_size_raises_invalid_input_naming_it(raw: str)
     assert "YTM_CHILD_MEMORY" in str(info.value) and repr(raw) in str(info.value)
 
 
-def test_the_sandbox_defaults_to_auto_with_512_processes_and_no_memory_limit() -> None:
+def test_the_sandbox_defaults_to_unset_with_512_processes_and_no_memory_limit() -> None:
     # Given no sandbox settings
     # When settings are built from an empty environment
     settings = Settings.from_env({})
 
-    # Then the sandbox is used where it works, and only the process count is capped
-    assert (settings.sandbox, settings.child_memory, settings.child_max_processes) == ("auto", None, 512)
+    # Then the mode is left to the process ("on" for a worker, "auto" embedded), and only processes are capped
+    assert (settings.sandbox, settings.child_memory, settings.child_max_processes) == (None, None, 512)
 
 
 @pytest.mark.parametrize(

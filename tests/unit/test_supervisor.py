@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fakeredis
+import psutil
 import pytest
 
 from yolo_task_manager.broker.lease import Lease
@@ -27,10 +28,11 @@ from yolo_task_manager.workers.supervisor import Outcome, TrainingSupervisor
 S = RunStatus
 
 FAKE_CHILD = """
-import os, signal, sys, time
+import os, sys, time
 from yolo_task_manager.workers.protocol import *
+from yolo_task_manager.workers.sandbox import watch_control
 
-job_file, fd, behaviour = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+job_file, fd, control, behaviour = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 out = os.fdopen(fd, "w", buffering=1)
 job = TrainingJob.from_json(open(job_file).read())
 
@@ -38,10 +40,8 @@ def send(message):
     out.write(encode(message))
     out.flush()
 
-if behaviour == "ignore-stop":
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-else:
-    signal.signal(signal.SIGUSR1, lambda *_: sys.exit(EXIT_STOPPED))
+if behaviour != "ignore-stop":
+    watch_control(control, lambda: os._exit(EXIT_STOPPED), lambda: os._exit(EXIT_ORPHANED))
 if behaviour == "finish":
     out.write("not a message\\n")
     for epoch in (1, 2):
@@ -54,10 +54,6 @@ if behaviour == "finish":
 if behaviour == "crash":
     send(ChildFailed(message="ValueError: bad labels", traceback="Traceback (most recent call last): ..."))
     sys.exit(EXIT_FAILED)
-if behaviour == "sigkill":
-    os.kill(os.getpid(), signal.SIGKILL)
-with open(os.path.join(os.path.dirname(job_file), "child.pid"), "w") as f:
-    f.write(str(os.getpid()))
 send(LogLine(message="ready"))
 while True:
     time.sleep(0.01)
@@ -65,14 +61,15 @@ while True:
 
 
 def fake_child(behaviour: str) -> Callable[[Path, int], list[str]]:
-    return lambda job_file, fd: [sys.executable, "-c", FAKE_CHILD, str(job_file), str(fd), behaviour]
+    return lambda job_file, fd, control: [sys.executable, "-c", FAKE_CHILD, str(job_file), str(fd), str(control),
+                                          behaviour]  # fmt: skip
 
 
 @pytest.fixture
 def worker_settings(tmp_path: Path) -> Settings:
     return Settings(
         storage_root=tmp_path / "root", redis_url="redis://unused", key_prefix="test", lease_ttl=2,
-        heartbeat_interval=0.05, stop_grace=0.5,
+        heartbeat_interval=0.05, stop_grace=0.5, sandbox="auto",
     )  # fmt: skip
 
 
@@ -121,18 +118,20 @@ class Supervising:
         while not any(e.type is EventType.LOG for e in ctx.bus.history(run.run_id)):
             assert time.monotonic() < deadline and self.thread.is_alive(), "the fake child never said it was ready"
             time.sleep(0.01)
-        self.child_pid = int((sup.run_dir / "child.pid").read_text())
+        # The child's pid as this machine sees it (in the sandbox it is pid 1 of its own namespace).
+        job_file = str(sup.run_dir / "spec.json")
+        self.child = next(p for p in psutil.process_iter(["cmdline"]) if job_file in (p.info["cmdline"] or [])
+                          and "-c" in (p.info["cmdline"] or []))  # fmt: skip
 
     def result(self) -> list[Outcome]:
         self.thread.join(30)
         return self.outcome
 
 
-def _alive(pid: int) -> bool:
+def _alive(child: psutil.Process) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
+        return child.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -168,12 +167,14 @@ def test_a_child_that_reports_an_error_fails_with_its_message_and_traceback(make
 
 
 def test_a_child_killed_like_the_oom_killer_does_fails_with_a_hint(make_ctx) -> None:
-    # Given a child that is killed by SIGKILL without a word
-    ctx = make_ctx("sigkill")
+    # Given a running child
+    ctx = make_ctx("run")
     run, lease = _running(ctx)
+    attempt = Supervising(ctx, run, lease)
 
-    # When it is supervised
-    outcome = _supervisor(ctx, run, lease).supervise()
+    # When it is killed by SIGKILL from outside, as the kernel's out-of-memory killer does
+    attempt.child.kill()
+    (outcome,) = attempt.result()
 
     # Then the reason names the signal and the likely culprit
     assert outcome.status is S.FAILED
@@ -196,7 +197,7 @@ def test_a_stop_request_is_passed_to_the_child_and_the_attempt_ends_stopped(make
 
 
 def test_a_child_that_ignores_a_stop_is_killed_after_the_grace_period(make_ctx) -> None:
-    # Given a running child that ignores SIGUSR1
+    # Given a running child that ignores stop requests
     ctx = make_ctx("ignore-stop")
     run, lease = _running(ctx)
     attempt = Supervising(ctx, run, lease)
@@ -209,7 +210,7 @@ def test_a_child_that_ignores_a_stop_is_killed_after_the_grace_period(make_ctx) 
     # Then it was killed once stop_grace had passed, and the attempt ends stopped
     assert time.monotonic() - asked >= ctx.settings.stop_grace
     assert outcome == [Outcome(status=S.STOPPED, reason="stopped by user")]
-    assert not _alive(attempt.child_pid)
+    assert not _alive(attempt.child)
 
 
 def test_a_lost_lease_kills_the_child_and_the_attempt_is_interrupted(make_ctx) -> None:
@@ -225,7 +226,7 @@ def test_a_lost_lease_kills_the_child_and_the_attempt_is_interrupted(make_ctx) -
     # Then this attempt is abandoned: its child is killed and the run is interrupted, saying why
     assert outcome[0].status is S.INTERRUPTED
     assert "lease lost" in (outcome[0].reason or "")
-    assert not _alive(attempt.child_pid)
+    assert not _alive(attempt.child)
 
 
 def test_a_child_past_its_time_limit_is_asked_to_stop_and_times_out(make_ctx) -> None:

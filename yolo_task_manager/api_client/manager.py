@@ -103,6 +103,8 @@ class YoloTaskManager:
                 "the embedded worker cannot share a custom storage object: set settings.storage_factory "
                 "('module:callable') so workers can build the same backend"
             )
+        if self.settings.sandbox is None:  # the embedded default sandboxes whenever this machine can
+            self.settings = self.settings.replace(sandbox="auto")
         self._redis_server = EmbeddedRedis(self.settings.state_dir / "redis").start()
         self.settings = self.settings.replace(redis_url=self._redis_server.url)
         device = "cpu" if self.default_device in ("auto", "cpu") else self.default_device

@@ -85,7 +85,10 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
         torch_device=ctx.torch_device,
         save_dir=str(run_dir / "train"),
     )
-    return TrainingSupervisor(ctx, run, lease, job, run_dir).supervise()
+    # Read-only for the child: the dataset, and a model file from outside the run (pretrained/, a tenant's yaml).
+    outside = Path(model).is_absolute() and run_dir not in Path(model).parents
+    inputs = [dataset.root, *([Path(model)] if outside else [])]
+    return TrainingSupervisor(ctx, run, lease, job, run_dir, inputs=inputs).supervise()
 
 
 def _base_model(run: Run, pretrained_dir: Path, run_dir: Path) -> str:

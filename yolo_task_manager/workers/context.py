@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from yolo_task_manager.storage import IStorage
 from yolo_task_manager.workers.children import start_child
 from yolo_task_manager.workers.infer_pool import InferencePool, ModelKey
 from yolo_task_manager.workers.protocol import ChildCommand, inference_child, training_child
+from yolo_task_manager.workers.sandbox import SandboxedProcess, require_sandbox
 
 __all__ = ["WorkerContext"]
 
@@ -45,7 +45,9 @@ class WorkerContext(Context):
         self.queue = queue_for_device(self.device, settings.node)
         self.torch_device = torch_device(self.queue)
         self.training_child = training_command
-        self.inference = InferencePool(settings.model_cache_size, self._start_inference)
+        self.sandboxed = require_sandbox(settings.sandbox or "on")
+        """Whether children run in the sandbox: "on" refuses to build a worker where it cannot."""
+        self.inference = InferencePool(settings.model_cache_size, self._start_inference, self.scratch_dir / "inference")
         """Warm inference children, one per model in use (``model_cache_size`` at most)."""
         self.shutting_down = threading.Event()
         """Set when the worker begins a warm shutdown: a running training is interrupted and requeued."""
@@ -55,13 +57,21 @@ class WorkerContext(Context):
         """This worker's own caches and ultralytics config (``offline.offline_env``)."""
         return self.settings.state_dir / "workers" / self.queue
 
-    def _start_inference(self, model: ModelKey, fd: int, writable: Path | None) -> subprocess.Popen[bytes]:
+    def _start_inference(self, model: ModelKey, fds: tuple[int, int], job_dir: Path,
+                         writable: Path | None) -> SandboxedProcess:  # fmt: skip
+        """An inference child that reads the tenant's own area (not its runs) and writes its predictions."""
         if model.path.endswith(".pt"):
             check_checkpoint(Path(model.path))  # the models folder is on a shared volume, writable by others
-        scratch = self.scratch_dir / "inference"
-        argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, fd)
-        return start_child(argv, settings=self.settings, scratch=scratch, log_path=self.scratch_dir / "inference.log",
-                           pass_fd=fd, cwd=scratch, stdin_pipe=True)  # fmt: skip
+        area = self.settings.storage_root / model.user_id
+        predictions = area / "predictions"
+        predictions.mkdir(parents=True, exist_ok=True)
+        argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, *fds)
+        return start_child(
+            argv, settings=self.settings, sandboxed=self.sandboxed, job_dir=job_dir,
+            log_path=self.scratch_dir / "inference.log", pass_fds=fds, read_only=(area,),
+            writable=(predictions, *([writable] if writable else [])), masked=(area / "runs",),
+            gpu=self.device != "cpu",
+        )  # fmt: skip
 
     def close(self) -> None:
         self.inference.close()

@@ -1,9 +1,9 @@
 """The inference child: loads one tenant's model once, then answers requests until its stdin closes.
 
-Run as ``python -m yolo_task_manager.workers.infer_child MODEL TASK USER_ID ROOT FD`` by the worker's
-``InferencePool``, sandboxed like the training child: a tenant's model is a pickle, and loading it runs
-code, so it is never loaded in the worker, which holds credentials. Requests (``PredictRequest``,
-``ExportRequest``) arrive one JSON line each on stdin; each gets one ``Reply`` on ``FD``.
+Run as ``python -m yolo_task_manager.workers.infer_child MODEL TASK USER_ID ROOT REQUESTS_FD REPLIES_FD`` by
+the worker's ``InferencePool``, sandboxed like the training child: a tenant's model is a pickle, and loading
+it runs code, so it is never loaded in the worker, which holds credentials. Requests (``PredictRequest``,
+``ExportRequest``) arrive one JSON line each on ``REQUESTS_FD``; each gets one ``Reply`` on ``REPLIES_FD``.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def serve(model_path: Path, task: str, user_id: str, root: Path, requests: TextI
 
 
 def main(argv: list[str]) -> int:
-    model_path, task, user_id, root, fd = Path(argv[1]), argv[2], argv[3], Path(argv[4]), int(argv[5])
-    with os.fdopen(fd, "w", buffering=1) as replies:
-        serve(model_path, task, user_id, root, sys.stdin, replies)
+    model_path, task, user_id, root = Path(argv[1]), argv[2], argv[3], Path(argv[4])
+    with os.fdopen(int(argv[5]), "r") as requests, os.fdopen(int(argv[6]), "w", buffering=1) as replies:
+        serve(model_path, task, user_id, root, requests, replies)
     return 0
 
 

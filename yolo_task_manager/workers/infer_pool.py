@@ -11,9 +11,11 @@ import contextlib
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from typing import IO
 
 from yolo_task_manager.errors import NotFound, YoloTaskManagerError
 from yolo_task_manager.workers.protocol import INFERENCE_REPLIES, Message, ProtocolError, Reply, decode, encode
+from yolo_task_manager.workers.sandbox import SandboxedProcess
 
 __all__ = ["InferencePool", "ModelKey"]
 
@@ -48,27 +51,35 @@ class ModelKey:
         return cls(user_id, str(path), task, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-Launch = Callable[[ModelKey, int, Path | None], "subprocess.Popen[bytes]"]
-"""Starts a child for a model, replying on the given fd, with an extra writable folder (or None)."""
+Launch = Callable[[ModelKey, tuple[int, int], Path, "Path | None"], SandboxedProcess]
+"""Starts a child for a model in its job folder, reading requests from and replying on the given fds, with
+an extra writable folder (or None)."""
 
 
 class _Child:
-    def __init__(self, launch: Launch, key: ModelKey, writable: Path | None) -> None:
-        read_fd, write_fd = os.pipe()
+    def __init__(self, launch: Launch, key: ModelKey, jobs_dir: Path, writable: Path | None) -> None:
+        self.job_dir = jobs_dir / uuid.uuid4().hex
+        self.job_dir.mkdir(parents=True)
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
         try:
-            self.process = launch(key, write_fd, writable)
+            self.process = launch(key, (requests_r, replies_w), self.job_dir, writable)
+        except BaseException:
+            for fd in (requests_w, replies_r):
+                os.close(fd)
+            shutil.rmtree(self.job_dir, ignore_errors=True)
+            raise
         finally:
-            os.close(write_fd)
-        self.replies: IO[bytes] = os.fdopen(read_fd, "rb")
+            os.close(requests_r)
+            os.close(replies_w)
+        self.requests: IO[bytes] = os.fdopen(requests_w, "wb")
+        self.replies: IO[bytes] = os.fdopen(replies_r, "rb")
         self.lock = threading.Lock()
 
     def ask(self, request: Message, timeout: float) -> Reply:
-        stdin = self.process.stdin
-        if stdin is None:
-            raise YoloTaskManagerError("the inference process has no request pipe")
         try:
-            stdin.write(encode(request).encode())
-            stdin.flush()
+            self.requests.write(encode(request).encode())
+            self.requests.flush()
         except (BrokenPipeError, OSError):
             raise self._died() from None
         with selectors.DefaultSelector() as sel:
@@ -89,30 +100,32 @@ class _Child:
         return reply
 
     def _died(self) -> YoloTaskManagerError:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # it closed its pipe: let it finish dying first
+            self.process.wait(5)
         self.close()
         code = self.process.returncode
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         return YoloTaskManagerError(f"the inference process ended ({how}); see the worker's inference log")
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process.process.poll() is None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            if self.process.stdin:
-                self.process.stdin.close()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+            self.requests.close()
+        self.process.close()
         self.replies.close()
+        shutil.rmtree(self.job_dir, ignore_errors=True)
 
 
 class InferencePool:
     """Bounded warm children; ``size`` of them at most, the least recently used closed first."""
 
-    def __init__(self, size: int, launch: Launch) -> None:
+    def __init__(self, size: int, launch: Launch, jobs_dir: Path) -> None:
         self.size = max(1, size)
         self._launch = launch
+        self._jobs_dir = jobs_dir
+        shutil.rmtree(jobs_dir, ignore_errors=True)  # what a killed worker left
         self._children: OrderedDict[ModelKey, _Child] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
@@ -126,7 +139,7 @@ class InferencePool:
 
     def ask_once(self, key: ModelKey, request: Message, timeout: float, writable: Path) -> Reply:
         """Send ``request`` to a child of its own that may also write ``writable`` (an export), then close it."""
-        child = _Child(self._launch, key, writable)
+        child = _Child(self._launch, key, self._jobs_dir, writable)
         try:
             return child.ask(request, timeout)
         finally:
@@ -141,7 +154,7 @@ class InferencePool:
                 child = None
             doomed = [self._children.pop(k) for k in closing if k in self._children]
             if child is None:
-                child = _Child(self._launch, key, None)
+                child = _Child(self._launch, key, self._jobs_dir, None)
                 self.loads += 1
                 self._children[key] = child
             self._children.move_to_end(key)

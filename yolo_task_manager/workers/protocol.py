@@ -55,18 +55,19 @@ JOB_FILE = "spec.json"
 """In the run folder: the ``TrainingJob`` of the attempt that runs there."""
 
 
-ChildCommand = Callable[[Path, int], list[str]]
-"""A child's argv, given its job file and the write end of its pipe."""
+ChildCommand = Callable[[Path, int, int], list[str]]
+"""A training child's argv, given its job file, the write end of its message pipe and the read end of its
+control pipe (stop requests; its closing means the worker is gone)."""
 
 
-def training_child(job_file: Path, fd: int) -> list[str]:
-    return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd)]
+def training_child(job_file: Path, fd: int, control_fd: int) -> list[str]:
+    return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd), str(control_fd)]
 
 
-def inference_child(model: Path, task: str, user_id: str, root: Path, fd: int) -> list[str]:
-    """An inference child for one model, answering requests on stdin through ``fd``."""
+def inference_child(model: Path, task: str, user_id: str, root: Path, requests_fd: int, replies_fd: int) -> list[str]:
+    """An inference child for one model: requests on ``requests_fd``, a reply for each on ``replies_fd``."""
     module = "yolo_task_manager.workers.infer_child"
-    return [sys.executable, "-m", module, str(model), task, user_id, str(root), str(fd)]
+    return [sys.executable, "-m", module, str(model), task, user_id, str(root), str(requests_fd), str(replies_fd)]
 
 
 class ProtocolError(Exception):

@@ -68,12 +68,14 @@ class SandboxPolicy:
     """What one job's child may see and use.
 
     ``read_only`` and ``writable`` are shown at their own paths (tenant inputs; the job's own folder); where
-    one lies inside the other, read-only wins. No bind of the interpreter may expose a folder in ``hide``
+    one lies inside the other, the deeper one wins (a writable folder inside a read-only tenant area).
+    ``masked`` folders inside them show empty. No bind of the interpreter may expose a folder in ``hide``
     (the storage root). ``env`` is the child's whole environment: build it with ``child_env``.
     """
 
     read_only: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
+    masked: tuple[Path, ...] = ()
     hide: tuple[Path, ...] = ()
     env: Mapping[str, str]
     cwd: Path
@@ -82,7 +84,7 @@ class SandboxPolicy:
     gpu: bool = False
 
     def __post_init__(self) -> None:
-        for path in (*self.read_only, *self.writable, *self.hide, self.cwd):
+        for path in (*self.read_only, *self.writable, *self.masked, *self.hide, self.cwd):
             if not Path(path).is_absolute():
                 raise InvalidInput(f"sandbox paths must be absolute, got {path}")
 
@@ -101,14 +103,17 @@ def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, st
 
 
 def job_policy(job_dir: Path, *, base_env: Mapping[str, str], read_only: Sequence[Path] = (),
-               hide: Sequence[Path] = (), memory_bytes: int | None = None, max_processes: int | None = None,
+               writable: Sequence[Path] = (), masked: Sequence[Path] = (), hide: Sequence[Path] = (),
+               memory_bytes: int | None = None, max_processes: int | None = None,
                gpu: bool = False) -> SandboxPolicy:  # fmt: skip
-    """The policy of a job that writes only ``job_dir``, with its home and caches in ``job_dir/.scratch``."""
+    """The policy of a job that writes only ``job_dir`` (and ``writable``), with its home and caches in
+    ``job_dir/.scratch``."""
     scratch = job_dir / SCRATCH
     (scratch / "home").mkdir(parents=True, exist_ok=True)
     env = child_env(base_env, {**offline_env({}, scratch), "HOME": str(scratch / "home")})
-    return SandboxPolicy(read_only=tuple(read_only), writable=(job_dir,), hide=tuple(hide), env=env, cwd=job_dir,
-                         memory_bytes=memory_bytes, max_processes=max_processes, gpu=gpu)  # fmt: skip
+    return SandboxPolicy(read_only=tuple(read_only), writable=(job_dir, *writable), masked=tuple(masked),
+                         hide=tuple(hide), env=env, cwd=job_dir, memory_bytes=memory_bytes,
+                         max_processes=max_processes, gpu=gpu)  # fmt: skip
 
 
 @functools.cache
@@ -196,8 +201,12 @@ def bwrap_argv(policy: SandboxPolicy, argv: Sequence[str], *, info_fd: int | Non
     if policy.gpu:  # the device nodes and the PCI tree CUDA and NVML read; the driver's libraries are in /usr
         out += [arg for dev in sorted(glob.glob("/dev/nvidia*")) for arg in ("--dev-bind", dev, dev)]
         out += ["--ro-bind", "/sys", "/sys"]
-    out += [arg for path in policy.writable for arg in ("--bind", str(path), str(path))]
-    out += [arg for path in policy.read_only for arg in ("--ro-bind", str(path), str(path))]
+    binds = [("--bind", p) for p in policy.writable] + [("--ro-bind", p) for p in policy.read_only]
+    binds += [("--tmpfs", p) for p in policy.masked]
+    # Shallow first, so that a deeper bind lands on top; at one depth read-only and masks come last and win.
+    order = {"--bind": 0, "--ro-bind": 1, "--tmpfs": 2}
+    for flag, path in sorted(binds, key=lambda b: (len(Path(b[1]).parts), order[b[0]])):
+        out += [flag, str(path)] if flag == "--tmpfs" else [flag, str(path), str(path)]
     # The sandbox's own root is a tmpfs: read-only, so that nothing but the writable binds and /tmp takes writes.
     return [*out, "--remount-ro", "/", "--chdir", str(policy.cwd), "--", *argv]
 

@@ -1,19 +1,17 @@
 """Runs the training child for one attempt: relays its events, heartbeats, stops, times out, classifies.
 
-Like rq's work horse: one child per job in its own process group; the parent keeps the lease alive,
-enforces stop and time limits (then kills the group), and says how the child ended.
+Like rq's work horse: one child per job in its own process group (and sandbox, and cgroups); the parent
+keeps the lease alive, enforces stop and time limits (then kills the group), and says how the child ended.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import selectors
 import signal
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from yolo_task_manager.workers.protocol import (
     TrainingResult,
     decode,
 )
+from yolo_task_manager.workers.sandbox import SandboxedProcess, request_stop
 
 __all__ = ["Outcome", "TrainingSupervisor"]
 
@@ -58,6 +57,7 @@ class TrainingSupervisor:
     """Supervises one attempt of one run on this worker.
 
     Args:
+        inputs: what the child reads besides its run folder (the dataset, a pretrained checkpoint), read-only.
         clock: monotonic seconds, for the time limit and the stop grace period.
     """
 
@@ -69,6 +69,7 @@ class TrainingSupervisor:
         job: TrainingJob,
         run_dir: Path,
         *,
+        inputs: Sequence[Path] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ctx = ctx
@@ -78,6 +79,8 @@ class TrainingSupervisor:
         self.run_dir = run_dir
         self._command: ChildCommand = ctx.training_child
         self._clock = clock
+        self._control = -1  # the write end of the child's control pipe
+        self._inputs = tuple(inputs)
         self._outbox: list[dict[str, Any]] = []
         self._result: TrainingResult | None = None
         self._error: ChildFailed | None = None
@@ -89,25 +92,32 @@ class TrainingSupervisor:
         job_file = self.run_dir / JOB_FILE
         job_file.write_text(self.job.to_json())
         read_fd, write_fd = os.pipe()
+        control_r, self._control = os.pipe()
         try:
             child = start_child(
-                self._command(job_file, write_fd), settings=self.ctx.settings, scratch=self.ctx.scratch_dir,
-                log_path=self.run_dir / "train.log", pass_fd=write_fd, cwd=self.run_dir,
+                self._command(job_file, write_fd, control_r), settings=self.ctx.settings,
+                sandboxed=self.ctx.sandboxed, job_dir=self.run_dir, log_path=self.run_dir / "train.log",
+                pass_fds=(write_fd, control_r), read_only=self._inputs, gpu=self.ctx.device != "cpu",
             )  # fmt: skip
+        except BaseException:
+            os.close(self._control)
+            raise
         finally:
             os.close(write_fd)
+            os.close(control_r)
         try:
             self._loop(child, read_fd)
         finally:
             os.close(read_fd)
-            _kill_group(child)  # also any data-loader process the child left behind
+            child.close()  # also any data-loader process the child left behind
+            os.close(self._control)
             # Every metrics event goes out before the run's final status, even across a Redis restart.
             for event in self._outbox:
                 self.ctx.publish(self.run.run_id, self.run.user_id, **event)
             self._outbox.clear()
-        return self._classify(child.returncode)
+        return self._classify(child.returncode, child.memory_exhausted())
 
-    def _loop(self, child: subprocess.Popen[bytes], read_fd: int) -> None:
+    def _loop(self, child: SandboxedProcess, read_fd: int) -> None:
         settings = self.ctx.settings
         started = self._clock()
         next_beat = started
@@ -118,7 +128,7 @@ class TrainingSupervisor:
                 if sel.select(timeout=min(1.0, settings.heartbeat_interval)):
                     chunk = os.read(read_fd, 65536)
                     if not chunk:  # the child closed its end: it exited
-                        child.wait()
+                        child.process.wait()
                         return
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
@@ -131,31 +141,31 @@ class TrainingSupervisor:
                     self._heartbeat()
                     self._flush()
                     if self._lease_lost:
-                        _kill_group(child)
+                        child.kill()
                     elif self._asked is None:
-                        self._check_requests(child, now - started)
+                        self._check_requests(now - started)
                 if self._asked is not None and now - self._asked_at > settings.stop_grace:
                     log.warning(
                         "run %s ignored the stop request for %ss: killing it", self.run.run_id, settings.stop_grace
                     )
-                    _kill_group(child)
+                    child.kill()
 
-    def _ask(self, child: subprocess.Popen[bytes], why: RunStatus) -> None:
+    def _ask(self, why: RunStatus) -> None:
+        """Ask the child to stop at its next batch, over its control pipe (signals do not cross the sandbox)."""
         self._asked, self._asked_at = why, self._clock()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signal.SIGUSR1)  # the child alone: SIGUSR1 would kill its data loaders
+        request_stop(self._control)
 
-    def _check_requests(self, child: subprocess.Popen[bytes], elapsed: float) -> None:
+    def _check_requests(self, elapsed: float) -> None:
         if self.ctx.shutting_down.is_set():
-            self._ask(child, RunStatus.INTERRUPTED)
+            self._ask(RunStatus.INTERRUPTED)
             return
         max_duration = self.run.max_duration
         if max_duration is not None and elapsed > max_duration:
-            self._ask(child, RunStatus.TIMED_OUT)
+            self._ask(RunStatus.TIMED_OUT)
             return
         try:
             if self.ctx.stops.is_requested(self.run.run_id):
-                self._ask(child, RunStatus.STOPPED)
+                self._ask(RunStatus.STOPPED)
         except redis.exceptions.ConnectionError:
             pass  # Redis is restarting: ask again at the next beat
 
@@ -203,7 +213,7 @@ class TrainingSupervisor:
                 return
             self._outbox.pop(0)
 
-    def _classify(self, code: int | None) -> Outcome:
+    def _classify(self, code: int | None, out_of_memory: bool) -> Outcome:
         if self._lease_lost:
             return Outcome(status=RunStatus.INTERRUPTED, reason=self._lease_lost)
         if code == EXIT_OK and self._result is not None:
@@ -217,6 +227,10 @@ class TrainingSupervisor:
         if self._error is not None:
             prefix = "out of memory: " if self._error.out_of_memory else ""
             return Outcome(status=RunStatus.FAILED, reason=f"{prefix}{self._error.message}\n{self._error.traceback}")
+        if out_of_memory:
+            limit = self.ctx.settings.child_memory
+            reason = f"out of memory: the training reached its limit (YTM_CHILD_MEMORY={limit} bytes) and was killed"
+            return Outcome(status=RunStatus.FAILED, reason=reason)
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (SIGKILL from outside is often the kernel's out-of-memory killer)" if code == -9 else ""
@@ -228,8 +242,3 @@ class TrainingSupervisor:
             reason=f"training process exited with code {code}; see {self.run_dir / 'train.log'}",
         )
 
-
-def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signal.SIGKILL)
-    child.wait()

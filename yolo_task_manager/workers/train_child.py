@@ -1,8 +1,8 @@
 """The training child: runs one ultralytics training and reports over a pipe, one JSON object a line.
 
-Run as ``python -m yolo_task_manager.workers.train_child JOB_JSON FD`` by the worker, in an
-offline environment (``offline.offline_env``), in its own process group. It reads a ``TrainingJob`` and
-writes ``protocol`` messages.
+Run as ``python -m yolo_task_manager.workers.train_child JOB_JSON FD CONTROL_FD`` by the worker, in the
+sandbox, offline, in its own process group. It reads a ``TrainingJob``, writes ``protocol`` messages on
+``FD``, and stops at the next batch when asked on ``CONTROL_FD`` (whose closing means the worker is gone).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from yolo_task_manager.workers.protocol import (
     TrainingResult,
     encode,
 )
+from yolo_task_manager.workers.sandbox import watch_control
 
 
 class StopRequested(Exception):
@@ -43,12 +43,10 @@ _SAVING = threading.Lock()
 """Held while ultralytics writes its checkpoints, so that an orphaned child never exits mid-write."""
 
 
-def _watch_parent(parent: int) -> None:
-    while True:
-        if os.getppid() != parent:
-            with _SAVING:
-                os._exit(EXIT_ORPHANED)
-        time.sleep(1.0)
+def _orphaned() -> None:
+    """The worker closed the control pipe without asking for a stop: it is gone. Quit, but never mid-save."""
+    with _SAVING:
+        os._exit(EXIT_ORPHANED)
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:
@@ -228,8 +226,7 @@ def main(argv: list[str]) -> int:
     job = TrainingJob.from_json(Path(argv[1]).read_text())
     out = os.fdopen(int(argv[2]), "w", buffering=1)
     stop = threading.Event()
-    signal.signal(signal.SIGUSR1, lambda *_: stop.set())
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    watch_control(int(argv[3]), stop.set, _orphaned)
     try:
         return train(job, out, stop)
     except StopRequested:
