@@ -25,6 +25,7 @@ __all__ = [
     "UnreadableFile",
     "excerpt",
     "load_yaml",
+    "load_yaml_nodes",
     "open_regular",
     "read_capped",
     "shown",
@@ -196,6 +197,13 @@ def load_yaml(
     Raises:
         InvalidInput: not UTF-8, not YAML, too deep, or too big once expanded; names ``source`` and the line.
     """
+    return load_yaml_nodes(data, source, max_nodes=max_nodes, max_depth=max_depth)[0]
+
+
+def load_yaml_nodes(
+    data: bytes | str, source: str, *, max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_YAML_DEPTH
+) -> tuple[Any, yaml.Node | None]:
+    """``load_yaml``, and the document's node tree, whose marks say where each value is written."""
     try:
         text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
@@ -204,10 +212,10 @@ def load_yaml(
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, None
         if _expanded_size(node, max_nodes) > max_nodes:
             raise _YamlLimit(f"expands to more than {max_nodes} values through its aliases (&anchor/*alias)", None)
-        return loader.construct_document(node)
+        return loader.construct_document(node), node
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{source} is not readable YAML ({_yaml_problem(exc)}): fix the file") from None
     except RecursionError:
