@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from yolo_task_manager.workers.guards import guard_training
 from yolo_task_manager.workers.offline import configure_ultralytics
 from yolo_task_manager.workers.protocol import EXIT_FAILED, EXIT_OK, EXIT_ORPHANED, EXIT_STOPPED
 
@@ -121,6 +122,7 @@ def train(spec: dict[str, Any], out: TextIO, stop: threading.Event) -> int:
     from ultralytics.engine import trainer as trainer_module
 
     configure_ultralytics()
+    guard_training(Path(spec["save_dir"]).parent / "scratch")
     trainer_module.check_amp = _offline_check_amp
 
     save_dir = Path(spec["save_dir"])
