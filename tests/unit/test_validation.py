@@ -77,6 +77,25 @@ def test_a_missing_pt_raises_weights_unavailable_naming_the_pretrained_dir(pretr
     assert ".yaml" in message
 
 
+def test_weights_left_in_the_old_pretrained_folder_are_not_read_and_the_operator_is_told(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given: yolov8n.pt still in {root}/pretrained/, where a user named "pretrained" could once have written
+    legacy = tmp_path / "pretrained"
+    legacy.mkdir()
+    (legacy / "yolov8n.pt").write_bytes(b"old place")
+    current = tmp_path / "_system" / "pretrained"
+    current.mkdir(parents=True)
+
+    # When it is resolved by name
+    with pytest.raises(WeightsUnavailable) as info:
+        resolve_base_model("yolov8n.pt", current)
+
+    # Then the caller is told where weights go now, and the log tells the operator to move the old folder
+    assert str(current) in str(info.value) and str(legacy) not in str(info.value)
+    assert f"{legacy}, which is no longer read" in caplog.text and "mv" in caplog.text
+
+
 def test_a_missing_absolute_pt_raises_weights_unavailable(tmp_path: Path, pretrained: Path) -> None:
     with pytest.raises(WeightsUnavailable):
         resolve_base_model(str(tmp_path / "elsewhere" / "best.pt"), pretrained)
