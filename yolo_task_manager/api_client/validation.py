@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from yolo_task_manager.errors import InvalidInput, WeightsUnavailable
+from yolo_task_manager.ids import resolve_inside
 from yolo_task_manager.model_yaml import check_model_yaml
 from yolo_task_manager.pickles import check_checkpoint, read_pickle
 
@@ -118,7 +120,7 @@ def _checkpoint_task(path: Path, pretrained_dir: Path) -> str:
     return next((task for marker, task in _TASK_OF_CLASS.items() if marker in data), "detect")
 
 
-def resolve_base_model(base_model: str, pretrained_dir: Path) -> tuple[str, str]:
+def resolve_base_model(base_model: str, pretrained_dir: Path, *, area: Path | None = None) -> tuple[str, str]:
     """Return (what ultralytics should load, task) for ``base_model``.
 
     A ``.pt`` name is looked up in ``pretrained_dir``; an absolute path is used as is, once its pickle is
@@ -126,6 +128,10 @@ def resolve_base_model(base_model: str, pretrained_dir: Path) -> tuple[str, str]
     (``yolov8n.yaml``) may also be one that ultralytics ships, and trains from scratch. A yaml file (in
     ``pretrained_dir`` or by path) is read as data and must name only ultralytics' layers
     (``model_yaml.check_model_yaml``).
+
+    Args:
+        area: the caller's own folder (``{root}/{user_id}``): an absolute path must then resolve inside it
+            (or ``pretrained_dir``) before anything is read, and one that does not reads as a missing file.
 
     Raises:
         WeightsUnavailable: the weights file is not on this machine.
@@ -139,6 +145,10 @@ def resolve_base_model(base_model: str, pretrained_dir: Path) -> tuple[str, str]
             f"base_model {base_model!r} must be a plain file name (looked up in {pretrained_dir}) or an absolute path"
         )
     local = path if path.is_absolute() else pretrained_dir / path
+    if path.is_absolute() and area is not None:
+        # Nothing of another user's is opened, so no message can say anything about it.
+        inside = resolve_inside(path, area) or resolve_inside(path, pretrained_dir)
+        local = inside if inside is not None else Path(os.devnull) / path.name
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         if local.is_file():
@@ -154,7 +164,7 @@ def resolve_base_model(base_model: str, pretrained_dir: Path) -> tuple[str, str]
     if not local.is_file():
         _note_legacy(path, pretrained_dir)
         raise WeightsUnavailable(
-            f"weights {base_model!r} are not on this machine: copy {path.name} into {local.parent}/ "
+            f"weights {base_model!r} are not on this machine: copy {path.name} into {(pretrained_dir / path).parent}/ "
             "(from a machine with internet access; this system never downloads weights), "
             "or train from scratch with a yaml such as 'yolov8n.yaml'"
         )
