@@ -91,7 +91,7 @@ class Area:
         given = os.path.abspath(os.path.expanduser(os.fspath(folder)))
         try:
             self.real = os.path.realpath(given, strict=True)
-        except OSError:
+        except (OSError, ValueError):
             self.real = given  # a missing area holds nothing; every lookup below reports absent
             self._missing = True
         else:
@@ -111,6 +111,8 @@ class Area:
         if self._missing:
             return _BLOCKED
         path = os.fspath(path)
+        if "\0" in path:  # no file has such a name; os calls would raise ValueError
+            return _ABSENT
         if not os.path.isabs(path):
             path = os.path.join(self.real, path)
         rel = self._relative(path)
@@ -195,6 +197,8 @@ def check_access(path: str | Path, root: Path, user_id: str, *, also: tuple[Path
     Raises:
         InvalidInput: the path is in another part of the storage root.
     """
+    if "\0" in os.fspath(path):
+        raise InvalidInput(f"{os.fspath(path)!r} is not a path: it holds a NUL character")
     resolved = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
     root = Path(os.path.realpath(root))
     if not resolved.is_relative_to(root):

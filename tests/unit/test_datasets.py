@@ -740,3 +740,12 @@ def test_checks_do_not_import_torch_or_ultralytics(tmp_path: Path) -> None:
 
     # Then
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("entry", ["images/\0train", "images/train\0/../../x"])
+def test_a_path_with_a_nul_byte_reads_as_missing(tmp_path: Path, entry: str) -> None:
+    # Given a split whose path holds a NUL byte (the os would raise ValueError on it)
+    dataset = _yolo(tmp_path, yaml_text=yaml.safe_dump({"train": entry, "val": "images/val", "names": ["a"]}))
+
+    # When / Then: a typed error, as for a missing folder
+    assert "does not exist" in _error(dataset)

@@ -27,7 +27,7 @@ from yolo_task_manager.datasets.files import (
 )
 from yolo_task_manager.datasets.labels import EXPECTED_FIELDS, Kpt, fields_ok, guess_task, read_label
 from yolo_task_manager.datasets.listing import IMAGE_SUFFIXES, Findings, Listing, is_image, list_files
-from yolo_task_manager.errors import InvalidInput
+from yolo_task_manager.errors import InvalidInput, StorageError
 from yolo_task_manager.ids import Area
 
 __all__ = ["IMAGE_SUFFIXES", "DatasetInfo", "inspect_dataset", "write_training_data"]
@@ -97,13 +97,19 @@ def write_training_data(info: DatasetInfo, dest_dir: Path) -> str:
         return str(info.root)
     if info.training_data is None:
         raise InvalidInput("this DatasetInfo was not made by inspect_dataset: inspect the dataset again")
-    dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / "data.yaml"
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".data.", suffix=".yaml.tmp")
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".data.", suffix=".yaml.tmp")
+    except OSError as exc:
+        raise StorageError(f"cannot write {target}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(info.training_data, f, sort_keys=False, allow_unicode=True)
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"cannot write {target}: {exc.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -121,8 +121,12 @@ class LocalFileSystemStorage:
         models = area.resolve(self.root / user_id / "models")
         if models.real is None or not models.is_dir:
             return []
+        try:
+            names = sorted(os.listdir(models.real))
+        except OSError as exc:
+            raise StorageError(f"cannot list the models of user {user_id!r}: {exc.strerror}") from None
         found = []
-        for name in sorted(os.listdir(models.real)):
+        for name in names:
             if name.startswith("."):
                 continue
             entry = area.resolve(os.path.join(models.real, name))
@@ -169,6 +173,16 @@ class LocalFileSystemStorage:
         if folder is None:
             raise NotFound(f"model {model_name!r} is gone (deleted meanwhile?): see list_models()")
         src_path = Path(src_path)
+        try:
+            return self._add_export(folder, model_name, key, src_path)
+        except OSError as exc:
+            raise StorageError(f"cannot store the {key!r} export of model {model_name!r}: {exc}") from exc
+        except _Damaged as exc:
+            raise StorageError(
+                f"the metadata of model {model_name!r} is damaged ({exc}): delete the model and train it again"
+            ) from None
+
+    def _add_export(self, folder: Path, model_name: str, key: str, src_path: Path) -> Path:
         with _locked(folder):
             meta = _load_meta(folder)
             exports = _mapping(meta.get("exports"))
