@@ -219,7 +219,8 @@ def _check_numbers(config: Mapping[Any, Any], refuse: Any) -> None:
         if config.get(key) not in (None, True, False):
             raise refuse((key,), f"{key} must be true or false")
     shape = config.get("kpt_shape")
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 2 and all(map(_int, shape))):
+    # A list in a yaml; ultralytics itself puts the dataset's (k, d) tuple there before building.
+    if shape is not None and not (isinstance(shape, (list, tuple)) and len(shape) == 2 and all(map(_int, shape))):
         raise refuse(("kpt_shape",), "kpt_shape must be [keypoints, 2 or 3]")
     for key in ("scale", "text_model", "yaml_file"):
         value = config.get(key)

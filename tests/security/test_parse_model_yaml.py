@@ -139,6 +139,15 @@ def test_a_model_dict_without_a_file_is_checked_the_same(tmp_path: Path) -> None
         check_model_config(config, "checkpoint")
 
 
+def test_the_dicts_ultralytics_itself_builds_pass() -> None:
+    # Given a pose model's dict as ultralytics passes it on (the dataset's kpt_shape as a tuple, channels set)
+    config = check_model_yaml(next(p for p in SHIPPED if p.name == "yolo11-pose.yaml"))
+    config.update(kpt_shape=(5, 2), nc=1, channels=3, scale="n", yaml_file="yolo11n-pose.yaml")
+
+    # When / Then
+    assert check_model_config(config, "yolo11n-pose.yaml") is None
+
+
 def test_the_allowed_names_come_from_ultralytics_sources_without_importing_it() -> None:
     # Given a fresh interpreter
     code = (
