@@ -21,10 +21,10 @@ from yolo_task_manager.datasets.files import (
     UnreadableFile,
     excerpt,
     load_yaml,
-    open_regular,
     read_capped,
     shown,
 )
+from yolo_task_manager.datasets.images import verify_images
 from yolo_task_manager.datasets.labels import EXPECTED_FIELDS, Kpt, fields_ok, guess_task, read_label
 from yolo_task_manager.datasets.listing import IMAGE_SUFFIXES, Findings, Listing, is_image, list_files
 from yolo_task_manager.errors import InvalidInput, StorageError
@@ -183,7 +183,7 @@ class _Finder:
                 if not classes[name]:
                     empty.add(shown(root / split / name, root))
         everything = [p for classes in (train_images, val_images) for ps in classes.values() for p in ps]
-        self.raise_if([empty, *self.listing.findings(), _verify_images(everything, root)])
+        self.raise_if([empty, *self.listing.findings(), verify_images(everything, root)])
         return DatasetInfo(
             root=root,
             task="classify",
@@ -220,7 +220,7 @@ class _Finder:
                 f"dataset {shown(root)}: no train image has a label file, e.g. {shown(train[0][0], root)} needs "
                 f"{shown(_label_path(train[0][0]), root)}: put the labels/ folder beside images/"
             )
-        self.raise_if([listed, labels, *self.listing.findings(), _verify_images(everything, root)])
+        self.raise_if([listed, labels, *self.listing.findings(), verify_images(everything, root)])
         return DatasetInfo(
             root=root, task=task, names=names, train_images=len(train), val_images=len(splits["val"]),
             data_yaml=yaml_file, training_data=training,
@@ -403,25 +403,3 @@ def _label_path(image: str) -> str:
     # ultralytics' img2label_paths: the last /images/ becomes /labels/, the suffix becomes .txt.
     sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
     return sb.join(image.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
-
-
-def _verify_images(images: list[_Image], root: Path) -> Findings:
-    from PIL import Image  # Pillow only loads when a dataset is checked
-
-    bad = Findings("unreadable or corrupt images", "replace or delete these image files")
-    for image, real in images:
-        try:
-            with os.fdopen(open_regular(real, "image")[0], "rb") as f, Image.open(f) as im:
-                im.verify()
-                size, fmt = im.size, (im.format or "").lower()
-        except UnreadableFile as exc:
-            bad.add(f"{shown(image, root)} {exc.reason}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file, all the user's
-            bad.add(f"{shown(image, root)} ({exc.__class__.__name__}: {excerpt(exc)[1:-1]})")
-            continue
-        if min(size) < 10:  # ultralytics drops such images
-            bad.add(f"{shown(image, root)} is {size[0]}x{size[1]} pixels, under 10 a side")
-        elif fmt not in IMAGE_SUFFIXES:
-            bad.add(f"{shown(image, root)} is a {excerpt(fmt.upper(), 20)[1:-1]} file: save it as JPEG or PNG")
-    return bad
