@@ -71,8 +71,9 @@ class Settings:
 
     @property
     def pretrained_dir(self) -> Path:
-        """Where ``base_model="yolov8n.pt"`` is looked up."""
-        return self.storage_root / "pretrained"
+        """Where ``base_model="yolov8n.pt"`` is looked up: the operator's folder, outside every user's namespace
+        (``{storage_root}/pretrained/``, its place before 0.2, is no longer read)."""
+        return self.storage_root / "_system" / "pretrained"
 
     @property
     def sql_url(self) -> str:

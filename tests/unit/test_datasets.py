@@ -257,16 +257,17 @@ def test_missing_data_with_a_download_key_says_to_copy_it_from_a_connected_machi
 
 
 def test_path_climbing_out_of_the_dataset_is_reported_as_missing_data(tmp_path: Path) -> None:
-    # Given
-    dataset = _yolo(tmp_path / "a" / "b" / "ds", path="../../etc")
+    # Given: a path key that climbs to a folder that exists beside the dataset, and one that exists nowhere
+    (tmp_path / "a" / "etc").mkdir(parents=True)
+    climbing = _yolo(tmp_path / "a" / "b" / "ds", path="../../etc")
+    nowhere = _yolo(tmp_path / "c" / "b" / "ds", path="../../etc")
 
     # When
-    message = _error(dataset)
+    message = _error(climbing)
 
-    # Then
-    assert "path: ../../etc" in message
-    assert f"{(tmp_path / 'a' / 'etc').resolve()}" in message
-    assert "does not exist" in message
+    # Then: it is refused in the words of a missing folder, naming only what the tenant wrote
+    assert message == "dataset root path: ../../etc does not exist: copy the images there or fix data.yaml"
+    assert message == _error(nowhere)
 
 
 def test_relative_path_key_is_resolved_against_the_yaml_folder(tmp_path: Path) -> None:
@@ -651,19 +652,39 @@ def test_training_yaml_pins_an_absolute_path_and_drops_download(tmp_path: Path) 
     # When
     written = write_training_data(info, tmp_path / "run" / "cfg")
 
-    # Then
+    # Then: the root and each split are the absolute folders that were checked
     data = yaml.safe_load(Path(written).read_text())
+    root = dataset.resolve()
     assert written == str(tmp_path / "run" / "cfg" / "data.yaml")
-    assert data["path"] == str(dataset.resolve())
-    assert Path(data["path"]).is_absolute()
+    assert data["path"] == str(root)
     assert "download" not in data
     assert (data["train"], data["val"], data["names"], data["flip_idx"]) == (
-        "images/train",
-        "images/val",
+        str(root / "images" / "train"),
+        str(root / "images" / "val"),
         ["cat", "dog"],
         [0],
     )
     assert os.listdir(tmp_path / "run" / "cfg") == ["data.yaml"]
+
+
+def test_training_yaml_names_the_split_that_was_checked_not_a_fallback(tmp_path: Path) -> None:
+    # Given: a Roboflow-style "../train/images" that is missing inside the dataset (so train/images is checked)
+    # while a folder of that name exists just outside it
+    dataset = tmp_path / "ds"
+    for split in ("train", "valid"):
+        _image(dataset / split / "images" / "x.png")
+        (dataset / split / "labels").mkdir()
+        (dataset / split / "labels" / "x.txt").write_text(BOX + "\n")
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (dataset / "data.yaml").write_text(
+        yaml.safe_dump({"train": "../train/images", "val": "valid/images", "names": ["a"]})
+    )
+
+    # When
+    data = yaml.safe_load(Path(write_training_data(inspect_dataset(dataset), tmp_path / "out")).read_text())
+
+    # Then: training reads the folder that was checked, never the one ultralytics would pick outside
+    assert data["train"] == str(dataset.resolve() / "train" / "images")
 
 
 def test_training_yaml_of_a_fixture_points_at_its_images(tmp_path: Path) -> None:
@@ -719,3 +740,12 @@ def test_checks_do_not_import_torch_or_ultralytics(tmp_path: Path) -> None:
 
     # Then
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("entry", ["images/\0train", "images/train\0/../../x"])
+def test_a_path_with_a_nul_byte_reads_as_missing(tmp_path: Path, entry: str) -> None:
+    # Given a split whose path holds a NUL byte (the os would raise ValueError on it)
+    dataset = _yolo(tmp_path, yaml_text=yaml.safe_dump({"train": entry, "val": "images/val", "names": ["a"]}))
+
+    # When / Then: a typed error, as for a missing folder
+    assert "does not exist" in _error(dataset)

@@ -90,3 +90,22 @@ def test_invalid_input_is_a_value_error() -> None:
     # Then the ValueError handler sees it
     with pytest.raises(ValueError):
         validate_id("")
+
+
+@pytest.mark.parametrize("value", ["pretrained", "runs", "_system", "Pretrained", "RUNS"])
+def test_the_systems_folders_are_not_user_ids(value: str) -> None:
+    # Given the name of a folder the system owns under the storage root (on any letter case)
+    # When it is validated as a user id
+    with pytest.raises(InvalidInput) as info:
+        validate_id(value, "user_id")
+
+    # Then it is refused, saying why
+    assert "reserved for the system's own folders" in str(info.value)
+
+
+def test_the_systems_folder_names_are_fine_as_model_or_run_names() -> None:
+    # Given names that are reserved only as user ids
+    # When they are validated as a model name and a run name
+    # Then they pass
+    assert validate_id("pretrained", "model_name") == "pretrained"
+    assert validate_id("runs", "run_name") == "runs"

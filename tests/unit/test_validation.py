@@ -5,6 +5,7 @@ Nothing here imports torch or ultralytics; ultralytics' shipped yaml files are r
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,13 @@ def _copy_fixture(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _shipped_yaml(name: str) -> str:
+    """The text of a model yaml ultralytics ships (read from its folder, without importing it)."""
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec is not None and spec.submodule_search_locations
+    return next(Path(next(iter(spec.submodule_search_locations))).glob(f"cfg/models/**/{name}")).read_text()
+
+
 def _fake_checkpoint(path: Path, pickle_bytes: bytes) -> Path:
     """A zip laid out like a torch checkpoint, whose pickle mentions the given class names."""
     with zipfile.ZipFile(path, "w") as archive:
@@ -67,6 +75,25 @@ def test_a_missing_pt_raises_weights_unavailable_naming_the_pretrained_dir(pretr
     assert str(pretrained) in message
     assert "yolov8n.pt" in message
     assert ".yaml" in message
+
+
+def test_weights_left_in_the_old_pretrained_folder_are_not_read_and_the_operator_is_told(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given: yolov8n.pt still in {root}/pretrained/, where a user named "pretrained" could once have written
+    legacy = tmp_path / "pretrained"
+    legacy.mkdir()
+    (legacy / "yolov8n.pt").write_bytes(b"old place")
+    current = tmp_path / "_system" / "pretrained"
+    current.mkdir(parents=True)
+
+    # When it is resolved by name
+    with pytest.raises(WeightsUnavailable) as info:
+        resolve_base_model("yolov8n.pt", current)
+
+    # Then the caller is told where weights go now, and the log tells the operator to move the old folder
+    assert str(current) in str(info.value) and str(legacy) not in str(info.value)
+    assert f"{legacy}, which is no longer read" in caplog.text and "mv" in caplog.text
 
 
 def test_a_missing_absolute_pt_raises_weights_unavailable(tmp_path: Path, pretrained: Path) -> None:
@@ -139,7 +166,7 @@ def test_an_unknown_yaml_raises_invalid_input(name: str, pretrained: Path) -> No
 
 def test_a_yaml_in_the_pretrained_dir_is_used_by_path(pretrained: Path) -> None:
     # Given a custom segmentation model yaml in the pretrained folder
-    (pretrained / "my-net-seg.yaml").write_text("nc: 3\n")
+    (pretrained / "my-net-seg.yaml").write_text(_shipped_yaml("yolov8-seg.yaml").replace("nc: 80", "nc: 3"))
 
     # When it is resolved
     # Then its full path is used, with the task from its name
@@ -349,13 +376,13 @@ def test_validate_hyp_returns_a_copy() -> None:
 # ---------------------------------------------------------------------------- epochs and durations
 
 
-@pytest.mark.parametrize("epochs", [0, -1, 1.5, True, False, "3", None])
+@pytest.mark.parametrize("epochs", [0, -1, 1.5, True, False, "3", None, 10_001, 10**100])
 def test_epochs_that_are_not_a_positive_integer_are_refused(epochs: object) -> None:
     with pytest.raises(InvalidInput, match="epochs"):
         validate_epochs(epochs)
 
 
-@pytest.mark.parametrize("epochs", [1, 3, 300])
+@pytest.mark.parametrize("epochs", [1, 3, 300, 10_000])
 def test_positive_integer_epochs_pass(epochs: int) -> None:
     assert validate_epochs(epochs) == epochs
 
@@ -379,8 +406,12 @@ def test_parse_duration_accepts_numbers_and_unit_strings(value: object, seconds:
     assert parse_duration(value) == seconds  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", ["0", "0m", "abc", "", "-5", "2 hours", "5w", 0, -1, True, [60]])
-def test_parse_duration_refuses_zero_negative_and_garbage(value: object) -> None:
+@pytest.mark.parametrize(
+    "value",
+    ["0", "0m", "abc", "", "-5", "2 hours", "5w", 0, -1, True, [60], float("nan"), float("inf"), "9" * 400, 10**400],
+    ids=lambda v: repr(v)[:20],
+)
+def test_parse_duration_refuses_zero_negative_infinite_and_garbage(value: object) -> None:
     # Given a duration that is zero, negative or unreadable
     # When it is parsed
     # Then InvalidInput shows the accepted forms
@@ -430,3 +461,78 @@ def test_a_model_that_cannot_train_on_the_dataset_is_refused(model_task: str, da
     message = str(info.value)
     assert "'yolov8n-x.pt'" in message
     assert model_task in message and dataset_task in message
+
+
+@pytest.mark.parametrize("value", ["31d", 31 * 86400, "745h", 2.6e6])
+def test_parse_duration_refuses_more_than_30_days(value: object) -> None:
+    with pytest.raises(InvalidInput, match="at most 30 days"):
+        parse_duration(value)  # type: ignore[arg-type]
+
+
+def test_parse_duration_accepts_30_days() -> None:
+    assert parse_duration("30d") == 30 * 86400.0
+
+
+@pytest.mark.parametrize(
+    ("hyp", "complaint"),
+    [
+        ({"imgsz": 8193}, "32 to 8192"),
+        ({"imgsz": [640, 9000]}, "32 to 8192"),
+        ({"batch": 4097}, "1 to 4096"),
+        ({"batch": 0}, "AutoBatch"),
+        ({"batch": -2}, "AutoBatch"),
+        ({"batch": 1.5}, "fraction of GPU memory"),
+        ({"workers": 65}, "0 to 64"),
+        ({"workers": -1}, "0 to 64"),
+        ({"time": 721}, "at most 720 hours"),
+        ({"lr0": float("nan")}, "finite"),
+        ({"lr0": float("inf")}, "finite"),
+        ({"lr0": 2.0}, "between 0 and 1"),
+        ({"patience": 1.5}, "integer"),
+        ({"lr0": {0.1}}, "not a set"),
+        ({"optimizer": b"SGD"}, "not a bytes"),
+        ({"optimizer": "../../bob/x"}, "plain word"),
+        ({"pretrained": "/root/bob/models/m/model.pt"}, "must be one of"),
+        ({"distill_model": "/root/bob/models/m/model.pt"}, "names a file to load"),
+        ({"cache": "always"}, "must be one of"),
+        ({"freeze": [1, {"a": 1}]}, "finite numbers"),
+        ({"scale": [0.5, float("nan")]}, "finite numbers"),
+        ({"lr0": [0.1, 0.2]}, "must be a number"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_hyp_values_out_of_bounds_or_of_the_wrong_kind_are_refused(hyp: dict[str, object], complaint: str) -> None:
+    # Given a training argument out of its bounds, of a type it never takes, or naming a file
+    # When it is validated
+    with pytest.raises(InvalidInput) as info:
+        validate_hyp(hyp)
+
+    # Then the message names the argument and the rule
+    assert repr(next(iter(hyp))) in str(info.value) and complaint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "hyp",
+    [
+        {"imgsz": 8192},
+        {"imgsz": [320, 640]},
+        {"batch": -1},
+        {"batch": 0.7},
+        {"batch": 4096},
+        {"workers": 0},
+        {"workers": 64},
+        {"time": 1.5},
+        {"cache": "ram"},
+        {"cache": True},
+        {"amp": "bf16"},
+        {"pretrained": False},
+        {"freeze": [0, "23.cv2"]},
+        {"fraction": 0.5},
+        {"scale": 0.5},
+        {"close_mosaic": 0},
+        {"seed": 7},
+    ],
+    ids=lambda v: str(v),
+)
+def test_hyp_values_within_ultralytics_rules_pass(hyp: dict[str, object]) -> None:
+    assert validate_hyp(hyp) == hyp

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from yolo_task_manager.workers.guards import guard_training
 from yolo_task_manager.workers.offline import configure_ultralytics
 from yolo_task_manager.workers.protocol import (
     EXIT_FAILED,
@@ -32,7 +33,7 @@ from yolo_task_manager.workers.protocol import (
     TrainingResult,
     encode,
 )
-from yolo_task_manager.workers.sandbox import watch_control
+from yolo_task_manager.workers.sandbox import SCRATCH, watch_control
 
 
 class StopRequested(Exception):
@@ -133,6 +134,7 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
     from ultralytics.engine import trainer as trainer_module
 
     configure_ultralytics()
+    guard_training(Path(job.save_dir).parent / SCRATCH)
     trainer_module.check_amp = _offline_check_amp
 
     save_dir = Path(job.save_dir)
