@@ -34,9 +34,10 @@ from yolo_task_manager.broker.app import EXPORT_TASK, INFER_TASK, infer_queue
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.broker.routing import device_matches, normalize_device
 from yolo_task_manager.datasets import inspect_dataset
-from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, WaitTimeout
+from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, InvalidTransition, StorageError, WaitTimeout
 from yolo_task_manager.ids import check_access, validate_id
 from yolo_task_manager.predictions import Prediction
+from yolo_task_manager.redact import mask_url, redact, shown
 from yolo_task_manager.runtime import Runtime
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
@@ -79,7 +80,8 @@ class YoloTaskManager:
                                      global_limit=global_limit, per_user_limit=per_user_limit).items()
                if v is not None}
         )  # fmt: skip
-        self.default_device = normalize_device(default_device)
+        _check_redis_url(self.settings.redis_url)
+        self.default_device = normalize_device(_check_device(default_device))
         self._redis_server: EmbeddedRedis | None = None
         self._worker: LocalWorker | None = None
         try:
@@ -87,9 +89,13 @@ class YoloTaskManager:
                 self._start_embedded(storage_backend)
             self._rt = Runtime(self.settings, storage_backend)
             self._rt.redis.ping()
-        except redis.exceptions.ConnectionError as exc:
+        except redis.exceptions.RedisError as exc:
             self.close()
-            raise BrokerUnavailable(f"cannot reach Redis at {self.settings.redis_url}: {exc}") from exc
+            url = mask_url(self.settings.redis_url)
+            raise BrokerUnavailable(f"cannot reach Redis at {url}: {redact(str(exc))}") from exc
+        except OSError as exc:
+            self.close()
+            raise StorageError(f"cannot set up {self.settings.state_dir}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -404,3 +410,28 @@ def _validate_callbacks(callbacks: Callbacks | None) -> dict[str, Callable[..., 
         if not callable(fn):
             raise InvalidInput(f"callback {name!r} is not callable")
     return dict(callbacks)
+
+
+# -- argument checks: what no lower layer could turn into a clear message --------------------------------
+
+
+def _check_redis_url(url: object) -> None:
+    if url is None:
+        return
+    try:
+        if not isinstance(url, str):
+            raise ValueError(f"a {type(url).__name__}, not a string")
+        redis.Redis.from_url(url).close()  # parses; connects only on the first command
+    except ValueError as exc:
+        raise InvalidInput(
+            f"redis_url {mask_url(url)} is not a Redis URL ({redact(str(exc))}): use "
+            "redis://[:password@]host:port/db, rediss://... or unix:///path/to/redis.sock"
+        ) from None
+
+
+def _check_device(device: object) -> str | None:
+    if device is None or (isinstance(device, str) and len(device) <= 64):
+        return device
+    if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 1024:
+        return str(device)
+    raise InvalidInput(f"device must be 'cpu', 'cuda:N', 'cuda', 'auto' or a GPU index, got {shown(device)}")
