@@ -315,9 +315,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
 @pytest.mark.slow
 def test_a_worker_applies_ytm_max_image_pixels_and_answers_the_rest_of_the_batch(
     redis_server: EmbeddedRedis,
-    base_checkpoint: Path,
+    base_checkpoint: Path,  # noqa: F811 - the fixture imported above
     fixtures_dir: Path,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     # Given a worker started with YTM_MAX_IMAGE_PIXELS=1000000 and a model of ivy's
     stack: Stack = new_stack(tmp_path / "root", redis_server, base_checkpoint)

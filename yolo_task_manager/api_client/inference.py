@@ -143,7 +143,7 @@ def encode_sources(images: Any) -> list[dict[str, Any]]:
             raise InvalidInput(
                 f"images[{i}] is a {type(item).__name__}: pass paths, folders, globs, bytes or numpy arrays"
             )
-        total += len(source.get("data") or source["npy"])
+        total += len(source["data"] if "data" in source else source["npy"])
         sources.append(source)
     if total > MAX_INLINE_BYTES:
         raise InvalidInput(
