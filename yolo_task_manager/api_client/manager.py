@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -146,6 +149,11 @@ class YoloTaskManager:
         Raises:
             InvalidInput, WeightsUnavailable: nothing was queued.
         """
+        base_model, dataset_dir = _check_path(base_model, "base_model"), _check_path(dataset_dir, "dataset_dir")
+        if run_name is not None and not isinstance(run_name, str):
+            raise InvalidInput(f"run_name must be a string or None, got {shown(run_name)}")
+        device, max_duration = _check_device(device), _check_duration(max_duration)
+        _check_json(hyp, "training arguments")
         user_id = validate_id(user_id, "user_id")
         run_name = validate_id(run_name or f"run-{uuid.uuid4().hex[:8]}", "run_name")
         epochs = validate_epochs(epochs)
@@ -212,7 +220,9 @@ class YoloTaskManager:
         run_id = validate_id(run_id, "run_id")
         return self._rt.registry.get_run(run_id, user_id)
 
-    def list_runs(self, user_id: str, status: RunStatus | None = None) -> list[Run]:
+    def list_runs(self, user_id: str, status: RunStatus | str | None = None) -> list[Run]:
+        """The user's runs, oldest first; ``status`` (a ``RunStatus`` or its value, "queued") keeps those in it."""
+        status = _check_status(status)
         statuses = [status] if status is not None else None
         return self._rt.registry.list_runs(validate_id(user_id, "user_id"), statuses)
 
@@ -227,6 +237,7 @@ class YoloTaskManager:
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (the run goes on).
         """
+        timeout, poll = _check_timeout(timeout, "timeout"), _check_seconds(poll, "poll", low=0.01)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             run = self.get_run(user_id, run_id)
@@ -252,6 +263,9 @@ class YoloTaskManager:
         **opts: Any,
     ) -> InferenceHandle:
         """Queue an inference on a worker and return a handle; see ``infer``."""
+        device, export = _check_device(device), _check_name(export, "export")
+        if not isinstance(save_annotated, (bool, int)):
+            raise InvalidInput(f"save_annotated must be True or False, got {shown(save_annotated)}")
         user_id = validate_id(user_id, "user_id")
         meta = self._rt.storage.get_model(user_id, validate_id(model_name, "model_name"))
         if export is not None and export not in meta.exports:
@@ -297,6 +311,7 @@ class YoloTaskManager:
         Raises:
             NotFound: no such model for this user. InvalidInput: bad thresholds, options or images.
         """
+        timeout = _check_timeout(timeout, "timeout")
         return self.infer_async(user_id, model_name, images, conf, iou, **options).get(timeout)
 
     def export(
@@ -312,6 +327,8 @@ class YoloTaskManager:
         """Export a model ("torchscript", "onnx", "openvino", "engine"); the same request returns the stored file."""
         from yolo_task_manager.tasks.infer import EXPORT_FORMATS
 
+        fmt, device = _check_name(fmt, "fmt") or "", _check_device(device)
+        timeout = _check_seconds(timeout, "timeout")
         user_id = validate_id(user_id, "user_id")
         meta = self._rt.storage.get_model(user_id, validate_id(model_name, "model_name"))
         if fmt not in EXPORT_FORMATS:
@@ -414,6 +431,9 @@ def _validate_callbacks(callbacks: Callbacks | None) -> dict[str, Callable[..., 
 
 # -- argument checks: what no lower layer could turn into a clear message --------------------------------
 
+_MAX_PATH_BYTES = 4096
+_MAX_SECONDS = 10 * 365 * 86400.0
+
 
 def _check_redis_url(url: object) -> None:
     if url is None:
@@ -429,9 +449,72 @@ def _check_redis_url(url: object) -> None:
         ) from None
 
 
+def _check_path(value: object, what: str) -> str:
+    """A path given as str or os.PathLike, without what no file name can hold."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise InvalidInput(f"{what} must be a path (str), got {shown(value)}")
+    if "\0" in path:
+        raise InvalidInput(f"{what} holds a NUL character, which no file name can: {shown(path)}")
+    if len(path.encode("utf-8", "surrogateescape")) > _MAX_PATH_BYTES:
+        raise InvalidInput(f"{what} is longer than any path ({_MAX_PATH_BYTES} bytes)")
+    try:
+        os.stat(path)
+    except OSError as exc:  # what pathlib raises, not answers, on (RuntimeError for a loop, before 3.13)
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(f"{what} {shown(path)} is a loop of symbolic links") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidInput(f"{what} has a part longer than any file name (255 bytes)") from None
+    return path
+
+
+def _check_name(value: object, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {shown(value)}")
+    return value
+
+
 def _check_device(device: object) -> str | None:
     if device is None or (isinstance(device, str) and len(device) <= 64):
         return device
     if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 1024:
         return str(device)
     raise InvalidInput(f"device must be 'cpu', 'cuda:N', 'cuda', 'auto' or a GPU index, got {shown(device)}")
+
+
+def _check_timeout(value: object, what: str) -> float | None:
+    return None if value is None else _check_seconds(value, what)
+
+
+def _check_seconds(value: object, what: str, *, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= _MAX_SECONDS:
+        raise InvalidInput(f"{what} must be a number of seconds from {low:g} to {_MAX_SECONDS:g}, got {shown(value)}")
+    return float(value)
+
+
+def _check_duration(value: object) -> str | float | None:
+    """Numbers must fit a float (strings and the rest are parse_duration's to judge)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 < value <= _MAX_SECONDS:  # also false for nan
+            raise InvalidInput(f"max_duration must be from 0 to {_MAX_SECONDS:g} seconds, got {shown(value)}")
+        return float(value)
+    return value  # type: ignore[return-value]
+
+
+def _check_json(values: Mapping[str, Any], what: str) -> None:
+    """Values the registry can store and a worker can read back: JSON, without NaN or infinity."""
+    try:
+        json.dumps(values, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{what} must be numbers, strings, booleans, lists or None ({exc})") from None
+
+
+def _check_status(status: object) -> RunStatus | None:
+    if status is None or isinstance(status, RunStatus):
+        return status
+    try:
+        return RunStatus(status)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"status {shown(status)} is not a run status: use one of {[s.value for s in RunStatus]} or RunStatus"
+        ) from None
