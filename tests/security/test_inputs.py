@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Stack, base_checkpoint, new_stack  # noqa: F401 - base_checkpoint is a fixture
-from yolo_task_manager import InvalidInput
+from yolo_task_manager import InvalidInput, Settings, YoloTaskManager
 from yolo_task_manager.api_client.inference import EXPORT_OPTIONS, PREDICT_OPTIONS, check_options, encode_sources
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.ids import check_access
@@ -348,3 +348,26 @@ def test_a_worker_applies_ytm_max_image_pixels_and_answers_the_rest_of_the_batch
     ]  # fmt: skip
     assert answer[4].error and "float64" in answer[4].error
     assert (answer[0].width, answer[0].height, answer[5].width) == (810, 1080, 64)
+
+
+def test_another_users_checkpoint_is_refused_unread_exactly_like_a_missing_one(tmp_path: Path) -> None:
+    # Given kim's checkpoint (a file that is no checkpoint at all), and a producer on its own Redis
+    root = tmp_path / "root"
+    (root / "kim" / "models").mkdir(parents=True)
+    (root / "kim" / "models" / "real.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    (root / "mal" / "data").mkdir(parents=True)
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    mgr = YoloTaskManager(LocalFileSystemStorage(root), settings=Settings(storage_root=root, redis_url=server.url))
+    errors = []
+    try:
+        # When mal trains from it, and from a file of kim's that does not exist
+        for name in ("real.pt", "missing.pt"):
+            with pytest.raises(InvalidInput) as info:
+                mgr.train("mal", str(root / "kim" / "models" / name), str(root / "mal" / "data"), 1)
+            errors.append(str(info.value).replace(name, "X"))
+    finally:
+        mgr.close()
+        server.stop()
+
+    # Then both are refused for being kim's, in the same words: nothing tells mal that one exists
+    assert errors[0] == errors[1] and "not in the folder of user 'mal'" in errors[0]

@@ -154,6 +154,9 @@ class YoloTaskManager:
             raise InvalidInput(f"run_name must be a string or None, got {shown(run_name)}")
         device, max_duration = _check_device(device), _check_duration(max_duration)
         _check_json(hyp, "training arguments")
+        if os.path.isabs(base_model):  # before the checkpoint is read: another user's file must stay unopened
+            check_access(base_model, self.settings.storage_root, validate_id(user_id, "user_id"),
+                         also=(self.settings.pretrained_dir,))  # fmt: skip
         user_id = validate_id(user_id, "user_id")
         run_name = validate_id(run_name or f"run-{uuid.uuid4().hex[:8]}", "run_name")
         epochs = validate_epochs(epochs)
