@@ -349,3 +349,31 @@ def test_ytm_flower_refuses_to_serve_the_network_without_a_login(redis_server: E
     assert bare.returncode == 1 and "set FLOWER_BASIC_AUTH=user:password" in bare.stderr
     assert malformed.returncode == 1 and "FLOWER_BASIC_AUTH must be user:password" in malformed.stderr
     assert time.monotonic() - started < 60
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_no_process_the_embedded_default_starts_has_a_password_on_its_command_line(tmp_path: Path) -> None:
+    # Given the single-machine default: its own Redis and worker
+    with YoloTaskManager(LocalFileSystemStorage(tmp_path / "root"), default_device="cpu",
+                         settings=Settings(storage_root=tmp_path / "root", key_prefix="embedded")) as mgr:  # fmt: skip
+        password = mgr.settings.redis_url.split("@")[0].rsplit(":", 1)[1]  # type: ignore[union-attr]
+
+        # When a person lists the processes it started
+        shown = {pid: cmdline(pid) for pid in children_of(os.getpid())}
+
+    # Then redis-server and the worker are there, and no command line holds the password
+    assert any("redis-server" in c for c in shown.values()) and any(" worker " in c for c in shown.values()), shown
+    assert not [c for c in shown.values() if password in c]
