@@ -463,7 +463,7 @@ def _check_path(value: object, what: str) -> str:
         raise InvalidInput(f"{what} is longer than any path ({_MAX_PATH_BYTES} bytes)")
     try:
         os.stat(path)
-    except OSError as exc:  # what pathlib raises, not answers, on (RuntimeError for a loop, before 3.13)
+    except OSError as exc:  # pathlib raises on these instead of answering False (a loop: RuntimeError, < 3.13)
         if exc.errno == errno.ELOOP:
             raise InvalidInput(f"{what} {shown(path)} is a loop of symbolic links") from None
         if exc.errno == errno.ENAMETOOLONG:

@@ -223,10 +223,11 @@ class Registry:
 def _translate_error(context: ExceptionContext) -> Exception | None:
     """Every failure of the database reaches the caller as one of the package's errors, without credentials.
 
-    Integrity errors stay as they are: the methods turn them into their own messages.
+    Integrity errors stay as they are: the methods turn them into their own messages. So do pre-ping failures:
+    the pool must see SQLAlchemy's own error to reconnect to a restarted server.
     """
     error, original = context.sqlalchemy_exception, context.original_exception
-    if isinstance(error, IntegrityError):
+    if isinstance(error, IntegrityError) or context.is_pre_ping:
         return None
     detail = " ".join(redact(str(original)).split())  # one line: a log tail shows the last one
     if isinstance(error, DataError) or isinstance(original, (OverflowError, TypeError, ValueError)):
