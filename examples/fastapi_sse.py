@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import StreamingResponse
 
-from yolo_task_manager import NotFound, Settings, YoloTaskManager
+from yolo_task_manager import InvalidInput, NotFound, Settings, YoloTaskManager
 from yolo_task_manager.api_client.sse import sse_stream
 
 
@@ -26,9 +26,11 @@ def create_app(mgr: YoloTaskManager) -> FastAPI:
     def run_events(user_id: str, run_id: str, last_event_id: str | None = Header(None)) -> StreamingResponse:
         try:
             mgr.get_run(user_id, run_id)
+            events = mgr.subscribe(user_id, run_id, after=last_event_id)
         except NotFound as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
-        events = mgr.subscribe(user_id, run_id, after=last_event_id)
+        except InvalidInput as exc:  # a Last-Event-ID this feed never gave out
+            raise HTTPException(status_code=400, detail=str(exc)) from None
         return StreamingResponse(
             sse_stream(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )

@@ -13,7 +13,7 @@ import argparse
 
 from flask import Flask, Response, request, stream_with_context
 
-from yolo_task_manager import NotFound, Settings, YoloTaskManager
+from yolo_task_manager import InvalidInput, NotFound, Settings, YoloTaskManager
 from yolo_task_manager.api_client.sse import sse_stream
 
 
@@ -23,6 +23,7 @@ def create_app(mgr: YoloTaskManager) -> Flask:
     @app.get("/api/users/<user_id>/runs/<run_id>/events")
     def run_events(user_id: str, run_id: str) -> Response:
         mgr.get_run(user_id, run_id)  # NotFound -> 404 before the stream starts
+        # A Last-Event-ID this feed never gave out -> 400, also before the stream starts.
         events = mgr.subscribe(user_id, run_id, after=request.headers.get("Last-Event-ID"))
         return Response(
             stream_with_context(sse_stream(events)),
@@ -33,6 +34,10 @@ def create_app(mgr: YoloTaskManager) -> Flask:
     @app.errorhandler(NotFound)
     def not_found(exc: NotFound) -> tuple[dict[str, str], int]:
         return {"error": str(exc)}, 404
+
+    @app.errorhandler(InvalidInput)
+    def bad_request(exc: InvalidInput) -> tuple[dict[str, str], int]:
+        return {"error": str(exc)}, 400
 
     return app
 

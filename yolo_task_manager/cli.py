@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_task_manager.errors import BrokerUnavailable, DeviceUnavailable, InvalidInput, YoloTaskManagerError
+from yolo_task_manager.redact import install_redaction, redact
 from yolo_task_manager.settings import Settings
 
 __all__ = ["build_parser", "main"]
@@ -76,19 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(*values: object, file: Any = None, flush: bool = False) -> None:
+    """``print``, with every credential masked: nothing the CLI writes shows a password."""
+    print(redact(" ".join(str(v) for v in values)), file=file or sys.stdout, flush=flush)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. This process is ours: its logs are redacted, and its umask gives ``file_mode``."""
+    install_redaction()
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(storage_root=args.root)
     try:
+        settings = Settings.from_env(storage_root=args.root)
+        os.umask(settings.umask)
         return int(COMMANDS[args.command](args, settings) or EXIT_OK)
     except DeviceUnavailable as exc:
-        print(f"ytm: {exc}", file=sys.stderr)
+        _say(f"ytm: {exc}", file=sys.stderr)
         return EXIT_DEVICE
     except BrokerUnavailable as exc:
-        print(f"ytm: {exc}", file=sys.stderr)
+        _say(f"ytm: {exc}", file=sys.stderr)
         return EXIT_BROKER
     except YoloTaskManagerError as exc:
-        print(f"ytm: {exc}", file=sys.stderr)
+        _say(f"ytm: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -97,18 +107,42 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.redis_url:
         raise BrokerUnavailable("a worker needs YTM_REDIS_URL (and YTM_DATABASE_URL for a shared registry)")
+    # OpenCV reads its limit once, at its first decode: the formats Pillow has no header reader for
+    # meet the same limit as the rest (workers/inference.py reads it back from here).
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(settings.max_image_pixels)
     run_worker(settings, args.device, loglevel=args.loglevel, parent_pid=args.exit_with_parent)
     return EXIT_OK
 
 
 def _flower(args: argparse.Namespace, settings: Settings) -> int:
+    """Exec Flower with its broker URL in CELERY_BROKER_URL, never on its command line (``ps`` shows that)."""
     if not settings.redis_url:
         raise BrokerUnavailable("flower needs YTM_REDIS_URL")
-    argv = [sys.executable, "-m", "celery", "--broker", settings.redis_url, "flower",
-            f"--port={args.port}", f"--address={args.address}"]  # fmt: skip
+    env = {**os.environ, "CELERY_BROKER_URL": settings.redis_url}
+    # Flower reads every option from FLOWER_<NAME>: basic auth comes from the environment, never argv.
+    logins = [login for login in env.pop("FLOWER_BASIC_AUTH", "").split(",") if login]
+    if any(not user or not password for user, _, password in (login.partition(":") for login in logins)):
+        raise InvalidInput("FLOWER_BASIC_AUTH must be user:password (several joined with commas)")
+    if logins:
+        env["FLOWER_BASIC_AUTH"] = ",".join(logins)
+    elif not _is_loopback(args.address) and not env.get("FLOWER_AUTH"):
+        raise InvalidInput(
+            f"flower on {args.address} would show every user's runs to anyone: set FLOWER_BASIC_AUTH=user:password "
+            "(or Flower's OAuth variables), or serve it on --address 127.0.0.1"
+        )
     if args.unauthenticated_api:
-        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
-    os.execv(sys.executable, argv)
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    argv = [sys.executable, "-m", "celery", "flower", f"--port={args.port}", f"--address={args.address}"]
+    os.execve(sys.executable, argv, env)
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -130,28 +164,28 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     dataset = make_sample_dataset(root / "demo" / "datasets" / "shapes")
     base = "yolov8n.pt" if (settings.pretrained_dir / "yolov8n.pt").is_file() else "yolov8n.yaml"
     hint = "" if base.endswith(".pt") else f"  (copy yolov8n.pt into {settings.pretrained_dir}/ to fine-tune)"
-    print(f"storage root: {root}\ndataset: {dataset}\nbase model: {base}{hint}")
+    _say(f"storage root: {root}\ndataset: {dataset}\nbase model: {base}{hint}")
     started = time.time()
     with YoloTaskManager(LocalFileSystemStorage(root), default_device="cpu", settings=settings) as mgr:
-        print(f"embedded Redis and CPU worker up in {time.time() - started:.1f}s")
+        _say(f"embedded Redis and CPU worker up in {time.time() - started:.1f}s")
         run_id = mgr.train(
             "demo", base, str(dataset), epochs=args.epochs, run_name=f"shapes-{time.strftime('%Y%m%d-%H%M%S')}",
-            callbacks={"on_metrics": lambda r, e, m: print(_epoch_line(e, args.epochs, m), flush=True)},
+            callbacks={"on_metrics": lambda r, e, m: _say(_epoch_line(e, args.epochs, m), flush=True)},
             imgsz=args.imgsz, batch=8, workers=0, plots=False,
         )  # fmt: skip
-        print(f"run {run_id} queued")
+        _say(f"run {run_id} queued")
         run = mgr.wait("demo", run_id)
         time.sleep(0.5)  # let the last callbacks print before the summary
-        print(f"run {run.status.value}" + (f": {run.reason}" if run.reason else ""))
+        _say(f"run {run.status.value}" + (f": {run.reason}" if run.reason else ""))
         for model in mgr.list_models("demo"):
-            print(
+            _say(
                 f"model {model.name}: {model.task}, labels {list(model.labels)}, {model.size_bytes} bytes, {model.path}"
             )
         if run.status.value == "completed":
             val = sorted((dataset / "images" / "val").iterdir())[:2]
             for p in mgr.infer("demo", run.run_name, val, conf=0.01, save_annotated=True):
                 found = ", ".join(f"{d.class_name} {d.confidence:.2f}" for d in p.detections[:5]) or "nothing"
-                print(f"infer {Path(p.source).name}: {found}  -> {p.annotated_path}")
+                _say(f"infer {Path(p.source).name}: {found}  -> {p.annotated_path}")
     return EXIT_OK if run.status.value == "completed" else EXIT_ERROR
 
 
@@ -165,9 +199,9 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
 
     runs = Registry(settings.sql_url).list_runs(validate_id(args.user, "user"))
     if args.json:
-        print(json.dumps([_jsonable(asdict(r)) for r in runs], indent=2))
+        _say(json.dumps([_jsonable(asdict(r)) for r in runs], indent=2))
     for r in [] if args.json else runs:
-        print(
+        _say(
             f"{r.run_id}  {r.run_name:<24} {r.status.value:<11} epoch {r.last_epoch or 0}/{r.epochs}  {r.reason or ''}"
         )
     return EXIT_OK
@@ -179,12 +213,12 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
 
     models = storage_from_settings(settings).list_models(validate_id(args.user, "user"))
     if args.json:
-        print(json.dumps([_jsonable(asdict(m)) for m in models], indent=2))
+        _say(json.dumps([_jsonable(asdict(m)) for m in models], indent=2))
     for m in [] if args.json else models:
         metric = f"{m.key_metric[0]} {m.key_metric[1]:.3f}" if m.key_metric else ""
-        print(f"{m.name:<24} {m.task:<9} {len(m.labels):>3} classes  {metric:<16} {m.size_bytes:>9} bytes  {m.path}")
+        _say(f"{m.name:<24} {m.task:<9} {len(m.labels):>3} classes  {metric:<16} {m.size_bytes:>9} bytes  {m.path}")
         for name in (*m.exports.values(), *m.plots):
-            print(f"{'':<26}{name}")
+            _say(f"{'':<26}{name}")
     return EXIT_OK
 
 
@@ -213,7 +247,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     with _manager(settings) as mgr:
         run_id = mgr.train(args.user, args.model, args.data, args.epochs, run_name=args.name, device=args.device,
                            max_duration=args.max_duration, **hyp)  # fmt: skip
-        print(json.dumps({"run_id": run_id}) if args.json else run_id, flush=True)
+        _say(json.dumps({"run_id": run_id}) if args.json else run_id, flush=True)
         return _follow(mgr, args.user, run_id, args.json) if args.follow else EXIT_OK
 
 
@@ -225,7 +259,7 @@ def _stop_or_resume(args: argparse.Namespace, settings: Settings) -> int:
             mgr.resume(args.user, args.run_id)
             answered = True
         status = mgr.get_run(args.user, args.run_id).status.value
-    print(json.dumps({"run_id": args.run_id, "status": status, "changed": answered}) if args.json else status)
+    _say(json.dumps({"run_id": args.run_id, "status": status, "changed": answered}) if args.json else status)
     return EXIT_OK
 
 
@@ -233,11 +267,11 @@ def _follow(mgr: Any, user_id: str, run_id: str, as_json: bool, until_done: bool
     status = None
     for _, event in mgr.subscribe(user_id, run_id, until_done=until_done, timeout=None if until_done else 0.5):
         if as_json:
-            print(event.to_json(), flush=True)
+            _say(event.to_json(), flush=True)
         elif event.type.value == "metrics":
-            print(_epoch_line(event.epoch or 0, event.epochs or 0, event.metrics), flush=True)
+            _say(_epoch_line(event.epoch or 0, event.epochs or 0, event.metrics), flush=True)
         elif event.type.value == "status":
-            print(f"{event.status.value}" + (f": {event.reason}" if event.reason else ""), flush=True)
+            _say(f"{event.status.value}" + (f": {event.reason}" if event.reason else ""), flush=True)
         status = event.status or status
     return EXIT_ERROR if status is not None and status.value in ("failed", "timed_out") else EXIT_OK
 
@@ -252,11 +286,11 @@ def _infer(args: argparse.Namespace, settings: Settings) -> int:
         predictions = mgr.infer(args.user, args.model, args.images, conf=args.conf, iou=args.iou,
                                 save_annotated=args.save)  # fmt: skip
     if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        _say(json.dumps([p.to_dict() for p in predictions], indent=2))
     for p in [] if args.json else predictions:
         found = ", ".join(f"{d.class_name} {d.confidence:.2f}" for d in p.detections[:8])
         found = found or ", ".join(f"{name} {conf:.2f}" for _, name, conf in p.top_k[:3]) or "nothing"
-        print(f"{p.source}{'' if p.frame is None else f'#{p.frame}'}: {p.error or found}"
+        _say(f"{p.source}{'' if p.frame is None else f'#{p.frame}'}: {p.error or found}"
               + (f" -> {p.annotated_path}" if p.annotated_path else ""))  # fmt: skip
     return EXIT_ERROR if any(p.error for p in predictions) else EXIT_OK
 
@@ -264,7 +298,7 @@ def _infer(args: argparse.Namespace, settings: Settings) -> int:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     with _manager(settings) as mgr:
         path = mgr.export(args.user, args.model, args.format)
-    print(json.dumps({"path": str(path)}) if args.json else path)
+    _say(json.dumps({"path": str(path)}) if args.json else path)
     return EXIT_OK
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from yolo_task_manager.errors import InvalidInput
 
-__all__ = ["SANDBOX_MODES", "Settings"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "SANDBOX_MODES", "Settings"]
 
 SANDBOX_MODES = ("on", "off", "auto")
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +53,11 @@ class Settings:
     """Memory a training child may use, in bytes (YTM_CHILD_MEMORY also reads 512M, 8G, 1T); None: no limit."""
     child_max_processes: int | None = 512
     """Processes a training child may run at once (its pids cgroup counts each thread as one); None: no limit."""
+    file_mode: int = 0o600
+    """Mode of the files the system creates (folders get the matching x bits): 0o660 for a group-shared volume.
+    ``YTM_FILE_MODE`` is octal (``0660``)."""
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """Inference refuses an image whose header declares more pixels, before decoding it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
@@ -61,6 +67,12 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInput(f"{name} must be a positive integer or None, got {value!r}")
+        mode = self.file_mode
+        if isinstance(mode, bool) or not isinstance(mode, int) or mode & ~0o666 or mode & 0o600 != 0o600:
+            raise InvalidInput(f"file_mode must be like 0o600 or 0o660 (owner read-write, no x bits), got {mode!r}")
+        pixels = self.max_image_pixels
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+            raise InvalidInput(f"max_image_pixels must be a positive integer, got {pixels!r}")
         if self.heartbeat_interval * 2 > self.lease_ttl:
             raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")
 
@@ -76,6 +88,16 @@ class Settings:
         return self.storage_root / "_system" / "pretrained"
 
     @property
+    def dir_mode(self) -> int:
+        """``file_mode`` with x wherever it has r: 0o600 -> 0o700, 0o660 -> 0o770."""
+        return self.file_mode | (self.file_mode & 0o444) >> 2
+
+    @property
+    def umask(self) -> int:
+        """The umask under which new files get ``file_mode`` and new folders ``dir_mode``."""
+        return 0o777 & ~self.dir_mode
+
+    @property
     def sql_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'registry.db'}"
 
@@ -88,7 +110,7 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                env[f"YTM_{f.name.upper()}"] = str(value)
+                env[f"YTM_{f.name.upper()}"] = f"{value:04o}" if f.name == "file_mode" else str(value)
         return env
 
     @classmethod
@@ -106,6 +128,11 @@ class Settings:
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:
+    if name == "file_mode":
+        try:
+            return int(raw, 8)
+        except ValueError:
+            raise InvalidInput(f"YTM_FILE_MODE={raw!r} is not an octal mode like 0600 or 0660") from None
     try:
         if "int" in type_name:
             return int(raw)

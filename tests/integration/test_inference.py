@@ -242,8 +242,10 @@ def test_a_glob_into_another_users_folder_reads_nothing_of_theirs(served, fixtur
     shutil.copyfile(fixtures_dir / "images" / "bus.jpg", secret)
 
     # When: ivy asks for it, directly and through a glob
-    predictions = mgr.infer("ivy", "det", [str(secret), str(stack.settings.storage_root / "*" / "secret.jpg")])
+    glob = str(stack.settings.storage_root / "*" / "secret.jpg")
+    predictions = mgr.infer("ivy", "det", [str(secret), glob])
 
-    # Then: an error entry for each, and no pixel of it was read
-    assert [p.error for p in predictions] == [predictions[0].error] * 2
+    # Then: an error entry for each, and no pixel of it was read; the glob reads as one that matched nothing,
+    # so it does not even tell that the file exists
     assert "not in the folder of user 'ivy'" in predictions[0].error and predictions[0].width is None
+    assert (predictions[1].source, predictions[1].error, predictions[1].width) == (glob, "no file matches", None)

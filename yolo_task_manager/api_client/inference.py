@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
-from pathlib import Path
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -14,8 +14,18 @@ from celery.result import AsyncResult
 from yolo_task_manager import errors
 from yolo_task_manager.errors import InvalidInput, WaitTimeout
 from yolo_task_manager.predictions import Prediction
+from yolo_task_manager.redact import shown
 
-__all__ = ["EXPORT_OPTIONS", "PREDICT_OPTIONS", "InferenceHandle", "encode_sources", "raise_failure"]
+__all__ = [
+    "EXPORT_OPTIONS",
+    "PREDICT_OPTIONS",
+    "InferenceHandle",
+    "array_problem",
+    "check_options",
+    "check_threshold",
+    "encode_sources",
+    "raise_failure",
+]
 
 _SIZE = (int, list, tuple)
 PREDICT_OPTIONS: dict[str, tuple[type, ...]] = {
@@ -27,52 +37,113 @@ EXPORT_OPTIONS: dict[str, tuple[type, ...]] = {
     "workspace": (int, float),
 }  # fmt: skip
 """Not int8 or half: quantising needs calibration data, which ultralytics would download (coco8)."""
+_RANGES: dict[str, tuple[float, float]] = {
+    "imgsz": (32, 8192), "max_det": (1, 10_000), "classes": (0, 100_000), "vid_stride": (1, 10_000),
+    "opset": (1, 100), "batch": (1, 1024), "workspace": (0, 1024),
+}  # fmt: skip
+"""Bounds of the numeric options: a worker must not be asked for a 10**9-pixel canvas or a million boxes."""
+_MAX_LIST = {"imgsz": 2, "classes": 10_000}
 MAX_INLINE_BYTES = 64 * 1024 * 1024
+MAX_PATH_BYTES = 4096
+"""PATH_MAX on Linux: a longer path names no file."""
+ARRAY_DTYPES = frozenset({"uint8", "uint16"})
+"""What ultralytics reads as pixels (uint16 scaled to 8 bits, as cv2 and Pillow do)."""
 
 
 def check_options(opts: dict[str, Any], allowed: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
-    """Known option names with values of the right type (a bool is not a number here)."""
+    """Known option names with values of the right type (a bool is not a number here), within bounds."""
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
         raise InvalidInput(f"unknown {what} option(s) {unknown}: use {sorted(allowed)}")
     for name, value in opts.items():
         types = allowed[name]
+        expected = " or ".join(t.__name__ for t in types)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            expected = " or ".join(t.__name__ for t in types)
-            raise InvalidInput(f"{what} option {name!r} must be {expected}, got {value!r}")
+            raise InvalidInput(f"{what} option {name!r} must be {expected}, got {shown(value)}")
+        if isinstance(value, (list, tuple)):
+            if not 1 <= len(value) <= _MAX_LIST.get(name, 0):
+                raise InvalidInput(f"{what} option {name!r} takes 1 to {_MAX_LIST.get(name, 0)} values")
+            for item in value:
+                if isinstance(item, bool) or not isinstance(item, int):
+                    raise InvalidInput(f"{what} option {name!r} must hold integers, got {shown(item)}")
+                _check_range(what, name, item)
+        elif not isinstance(value, bool):
+            _check_range(what, name, value)
     return dict(opts)
+
+
+def _check_range(what: str, name: str, value: Any) -> None:
+    low, high = _RANGES.get(name, (-math.inf, math.inf))
+    if not low <= value <= high:  # also false for nan
+        raise InvalidInput(f"{what} option {name!r} must be from {low:g} to {high:g}, got {shown(value)}")
 
 
 def check_threshold(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise InvalidInput(f"{name} must be a number in [0, 1], got {value!r}")
+        raise InvalidInput(f"{name} must be a number in [0, 1], got {shown(value)}")
     return float(value)
+
+
+def array_problem(array: Any, max_pixels: int | None = None) -> str | None:
+    """Why ``array`` cannot be predicted on, or None: an (H, W) or (H, W, 1-4 channels) uint8/uint16 image."""
+    shape, dtype = tuple(array.shape), array.dtype
+    if dtype.name not in ARRAY_DTYPES:
+        return f"a {dtype} array is not an image: pass uint8 BGR pixels (or uint16), e.g. array.astype(numpy.uint8)"
+    if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
+        return f"an array of shape {shape} is not one image: pass (height, width) or (height, width, 3) arrays"
+    if not all(shape):
+        return f"an array of shape {shape} has no pixels"
+    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
+        return f"image too large ({shape[1]}×{shape[0]} pixels, limit {max_pixels})"
+    return None
+
+
+def _path(item: str | os.PathLike[str], i: int) -> str:
+    path = os.fspath(item)
+    if not isinstance(path, str):
+        raise InvalidInput(f"images[{i}] is a bytes path: pass it as str")
+    if "\0" in path:
+        raise InvalidInput(f"images[{i}] holds a NUL character, which no file name can: {shown(path)}")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise InvalidInput(f"images[{i}] is longer than any path ({MAX_PATH_BYTES} bytes)")
+    # Absolute here: the worker's working directory means nothing to the caller.
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def encode_sources(images: Any) -> list[dict[str, Any]]:
     """Paths stay paths (the worker reads them from the shared volume); bytes and numpy arrays travel
-    in the message, base64-encoded (arrays as ``.npy``, loaded without pickle)."""
+    in the message, base64-encoded (arrays as ``.npy``, loaded without pickle). An array that is no image
+    travels as its error, so the rest of the batch is predicted.
+
+    Raises:
+        InvalidInput: an input of a kind that can never be an image, or a path no file can have.
+    """
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items:
         raise InvalidInput("images is empty: pass a path, a folder, a glob, a video, bytes or numpy arrays")
     sources: list[dict[str, Any]] = []
     total = 0
     for i, item in enumerate(items):
-        if isinstance(item, (str, Path)):
-            # Absolute here: the worker's working directory means nothing to the caller.
-            sources.append({"path": os.path.abspath(os.path.expanduser(str(item)))})
+        if isinstance(item, (str, os.PathLike)):
+            sources.append({"path": _path(item, i)})
             continue
+        name = f"image_{i}.jpg"
         if isinstance(item, (bytes, bytearray, memoryview)):
-            source = {"data": base64.b64encode(bytes(item)).decode(), "name": f"image_{i}.jpg"}
-        elif type(item).__module__ == "numpy":
+            source = {"data": base64.b64encode(bytes(item)).decode(), "name": name}
+        elif _is_array(item):
             import numpy as np
 
+            if problem := array_problem(item):
+                sources.append({"invalid": problem, "name": name})
+                continue
             buffer = io.BytesIO()
             np.save(buffer, item, allow_pickle=False)
-            source = {"npy": base64.b64encode(buffer.getvalue()).decode(), "name": f"image_{i}.jpg"}
+            source = {"npy": base64.b64encode(buffer.getvalue()).decode(), "name": name}
         else:
-            raise InvalidInput(f"images[{i}] is a {type(item).__name__}: pass paths, bytes or numpy arrays")
-        total += len(source.get("data") or source["npy"])
+            raise InvalidInput(
+                f"images[{i}] is a {type(item).__name__}: pass paths, folders, globs, bytes or numpy arrays"
+            )
+        total += len(source["data"] if "data" in source else source["npy"])
         sources.append(source)
     if total > MAX_INLINE_BYTES:
         raise InvalidInput(
@@ -80,6 +151,15 @@ def encode_sources(images: Any) -> list[dict[str, Any]]:
             "write them to the shared volume and pass their paths"
         )
     return sources
+
+
+def _is_array(item: object) -> bool:
+    """A numpy array (or subclass), told without importing numpy for callers who never use it."""
+    if not type(item).__module__.startswith("numpy"):
+        return False
+    import numpy as np
+
+    return isinstance(item, np.ndarray)
 
 
 def raise_failure(reply: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -37,32 +39,81 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _make_private_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` and its missing parents with ``mode``, whatever this process's umask (which a
+    library must not change in its host's process). Existing folders keep their mode."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        os.chmod(folder, mode)
+    return path
+
+
+def _write_private_file(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text``; the file has ``mode`` from its first byte on."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class EmbeddedRedis:
-    """``redis-server`` on loopback with append-only persistence in ``data_dir``."""
+    """``redis-server`` on 127.0.0.1 only, with a random password and append-only persistence in ``data_dir``.
+
+    The password reaches the server through ``redis.conf`` (0600) in ``data_dir``, never its command line, and
+    stays the same across ``stop()``/``start()``; ``url`` carries it, for the workers this process starts.
+    """
+
+    CONFIG = "redis.conf"
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._password = secrets.token_urlsafe(32)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self._password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def config_path(self) -> Path:
+        """The server's configuration, password included: readable by this user alone."""
+        return self.data_dir / self.CONFIG
 
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            find_redis_server(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--save", "",
-            "--protected-mode", "yes",
-        ]  # fmt: skip
-        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        _make_private_dir(self.data_dir)
+        os.chmod(self.data_dir, 0o700)
+        config = {
+            "bind": "127.0.0.1",
+            "port": str(self.port),
+            "dir": _quoted(str(self.data_dir)),
+            "appendonly": "yes",
+            "save": '""',
+            "protected-mode": "yes",
+            "requirepass": self._password,
+        }
+        _write_private_file(self.config_path, "".join(f"{k} {v}\n" for k, v in config.items()))
+        log_fd = os.open(self.data_dir / "redis.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # umask: the append-only files it writes are the owner's alone too.
+            self.process = subprocess.Popen(
+                [find_redis_server(), str(self.config_path)],
+                stdout=log_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, umask=0o077,
+            )  # fmt: skip
+        finally:
+            os.close(log_fd)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         while True:

@@ -9,10 +9,18 @@ from datetime import datetime, timezone
 from typing import Any, overload
 
 from sqlalchemy import create_engine, event, insert, or_, select, update
-from sqlalchemy.engine import Engine, Row
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import Engine, ExceptionContext, Row, make_url
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
-from yolo_task_manager.errors import AlreadyExists, DatabaseUnavailable, InvalidTransition, NotFound
+from yolo_task_manager.errors import (
+    AlreadyExists,
+    DatabaseUnavailable,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    YoloTaskManagerError,
+)
+from yolo_task_manager.redact import mask_url, redact
 from yolo_task_manager.registry.tables import metadata, metrics, run_events, runs
 from yolo_task_manager.values import Run, RunSpec, RunStatus
 
@@ -38,20 +46,36 @@ def _now() -> datetime:
 class Registry:
     """Runs, transitions and metrics in SQLite (default) or PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, file_mode: int = 0o600) -> None:
+        """Open (and create) the registry at SQLAlchemy ``url``; a new SQLite file gets ``file_mode``.
+
+        Raises:
+            InvalidInput: the URL is malformed or its driver is not installed. DatabaseUnavailable: the
+                database cannot be reached. Neither message shows the URL's password.
+        """
         self.url = url
-        if url.startswith("sqlite"):
-            # Pooled: closing SQLite's last connection checkpoints the WAL and fsyncs, on every write.
-            self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+        try:
+            if url.startswith("sqlite"):
+                _create_sqlite_file(url, file_mode)
+                # Pooled: closing SQLite's last connection checkpoints the WAL and fsyncs, on every write.
+                self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError, TypeError) as exc:
+            raise InvalidInput(
+                f"database_url {mask_url(url)} is not usable ({redact(str(exc))}): use a SQLAlchemy URL such as "
+                "postgresql+psycopg://user:password@host/db (pip install 'yolo-task-manager[postgres]'), or leave "
+                "it unset for SQLite"
+            ) from None
+        event.listen(self.engine, "handle_error", _translate_error)
         # A forked child (a pre-fork web server) must open its own connections.
         os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
         try:
             metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise DatabaseUnavailable(f"cannot open the registry database {url!r}: {exc.orig}") from exc
+        except YoloTaskManagerError as exc:
+            self.engine.dispose()
+            raise type(exc)(f"cannot open the registry database {mask_url(url)}: {exc}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -212,6 +236,35 @@ class Registry:
         query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
         with self.engine.connect() as conn:
             return [(r.from_status, r.to_status, r.reason, _utc(r.at)) for r in conn.execute(query)]
+
+
+def _translate_error(context: ExceptionContext) -> Exception | None:
+    """Every failure of the database reaches the caller as one of the package's errors, without credentials.
+
+    Integrity errors stay as they are: the methods turn them into their own messages. So do pre-ping failures:
+    the pool must see SQLAlchemy's own error to reconnect to a restarted server.
+    """
+    error, original = context.sqlalchemy_exception, context.original_exception
+    if isinstance(error, IntegrityError) or context.is_pre_ping:
+        return None
+    detail = " ".join(redact(str(original)).split())  # one line: a log tail shows the last one
+    if isinstance(error, DataError) or isinstance(original, (OverflowError, TypeError, ValueError)):
+        return InvalidInput(f"a value cannot be stored in the registry database: {detail}")
+    if isinstance(error, (OperationalError, InterfaceError)) or context.is_disconnect:
+        return DatabaseUnavailable(f"the registry database failed: {detail}: check database_url and that it is running")
+    return YoloTaskManagerError(f"the registry database refused a query: {detail}")
+
+
+def _create_sqlite_file(url: str, mode: int) -> None:
+    """Create a SQLite database file with ``mode`` (its -wal and -shm files copy it); leave one that exists."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        os.chmod(path, mode)
+    except OSError:
+        return  # there already, or its folder is missing: SQLite says so in its own words
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
