@@ -191,22 +191,20 @@ def resolve_inside(path: str | Path, area: str | Path | Area) -> Path | None:
 
 
 def check_access(path: str | Path, root: Path, user_id: str, *, also: tuple[Path, ...] = ()) -> Path:
-    """Resolve ``path``; if it lies under the storage ``root``, it must be in ``user_id``'s own folder
-    (or one of ``also``), so no user reaches another user's data through a path.
+    """Resolve ``path``; it must lie in ``user_id``'s own folder of the storage ``root`` or in one of ``also``
+    (the operator's folders: pretrained weights, shared datasets), so no user reaches another's data.
 
     Raises:
-        InvalidInput: the path is in another part of the storage root.
+        InvalidInput: the path is anywhere else; the message is the same whether it exists or not.
     """
     if "\0" in os.fspath(path):
         raise InvalidInput(f"{os.fspath(path)!r} is not a path: it holds a NUL character")
     resolved = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
     root = Path(os.path.realpath(root))
-    if not resolved.is_relative_to(root):
-        return resolved
     for allowed in (root / validate_id(user_id, "user_id"), *also):
         if resolved.is_relative_to(os.path.realpath(allowed)):
             return resolved
     raise InvalidInput(
-        f"{path} is inside the storage root but not in the folder of user {user_id!r} ({root / user_id}): "
-        "use your own files, or files outside the storage root"
+        f"{path} is not in the folder of user {user_id!r} ({root / user_id}) nor in a shared data folder: "
+        "use your own files"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Detection", "Prediction"]
+__all__ = ["ARRAY_DTYPES", "Detection", "Prediction", "array_problem"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,3 +67,21 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+ARRAY_DTYPES = frozenset({"uint8", "uint16"})
+"""What ultralytics reads as pixels (uint16 scaled to 8 bits, as cv2 and Pillow do)."""
+
+
+def array_problem(array: Any, max_pixels: int | None = None) -> str | None:
+    """Why ``array`` cannot be predicted on, or None: an (H, W) or (H, W, 1-4 channels) uint8/uint16 image."""
+    shape, dtype = tuple(array.shape), array.dtype
+    if dtype.name not in ARRAY_DTYPES:
+        return f"a {dtype} array is not an image: pass uint8 BGR pixels (or uint16), e.g. array.astype(numpy.uint8)"
+    if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
+        return f"an array of shape {shape} is not one image: pass (height, width) or (height, width, 3) arrays"
+    if not all(shape):
+        return f"an array of shape {shape} has no pixels"
+    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
+        return f"image too large ({shape[1]}×{shape[0]} pixels, limit {max_pixels})"
+    return None

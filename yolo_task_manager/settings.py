@@ -44,6 +44,10 @@ class Settings:
     """Models each worker keeps loaded for inference."""
     max_attempts: int = 10
     """A run whose worker is lost at its ``max_attempts``-th dispatch fails instead of going round again."""
+    shared_data_dirs: tuple[Path, ...] = ()
+    """Folders outside the storage root that every user may read (a curated dataset library); a path a user
+    names must otherwise lie in their own ``{storage_root}/{user_id}/``. ``YTM_SHARED_DATA_DIRS`` is a
+    colon-separated list."""
     sandbox: str | None = None
     """Whether the children that read tenant content (training, inference, export) run in bubblewrap: "on" (a
     worker that cannot refuses to start), "off" (tenant code then reaches the worker's files and network, and
@@ -61,6 +65,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
+        shared = tuple(Path(p).expanduser().absolute() for p in self.shared_data_dirs)
+        if any(p == self.storage_root or p.is_relative_to(self.storage_root) for p in shared):
+            raise InvalidInput("shared_data_dirs must lie outside the storage root: users' folders are not shared")
+        object.__setattr__(self, "shared_data_dirs", shared)
         if self.sandbox is not None and self.sandbox not in SANDBOX_MODES:
             raise InvalidInput(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {self.sandbox!r}")
         for name in ("global_limit", "per_user_limit", "child_memory", "child_max_processes"):
@@ -110,7 +118,7 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                env[f"YTM_{f.name.upper()}"] = f"{value:04o}" if f.name == "file_mode" else str(value)
+                env[f"YTM_{f.name.upper()}"] = _format(f.name, value)
         return env
 
     @classmethod
@@ -127,7 +135,17 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+def _format(name: str, value: object) -> str:
+    if name == "file_mode" and isinstance(value, int):
+        return f"{value:04o}"
+    if isinstance(value, tuple):
+        return ":".join(str(v) for v in value)
+    return str(value)
+
+
 def _parse(name: str, type_name: str, raw: str) -> object:
+    if "tuple" in type_name:
+        return tuple(Path(p) for p in raw.split(":") if p)
     if name == "file_mode":
         try:
             return int(raw, 8)

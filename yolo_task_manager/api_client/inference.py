@@ -13,14 +13,13 @@ from celery.result import AsyncResult
 
 from yolo_task_manager import errors
 from yolo_task_manager.errors import InvalidInput, WaitTimeout
-from yolo_task_manager.predictions import Prediction
+from yolo_task_manager.predictions import Prediction, array_problem
 from yolo_task_manager.redact import shown
 
 __all__ = [
     "EXPORT_OPTIONS",
     "PREDICT_OPTIONS",
     "InferenceHandle",
-    "array_problem",
     "check_options",
     "check_threshold",
     "encode_sources",
@@ -46,8 +45,6 @@ _MAX_LIST = {"imgsz": 2, "classes": 10_000}
 MAX_INLINE_BYTES = 64 * 1024 * 1024
 MAX_PATH_BYTES = 4096
 """PATH_MAX on Linux: a longer path names no file."""
-ARRAY_DTYPES = frozenset({"uint8", "uint16"})
-"""What ultralytics reads as pixels (uint16 scaled to 8 bits, as cv2 and Pillow do)."""
 
 
 def check_options(opts: dict[str, Any], allowed: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
@@ -82,20 +79,6 @@ def check_threshold(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise InvalidInput(f"{name} must be a number in [0, 1], got {shown(value)}")
     return float(value)
-
-
-def array_problem(array: Any, max_pixels: int | None = None) -> str | None:
-    """Why ``array`` cannot be predicted on, or None: an (H, W) or (H, W, 1-4 channels) uint8/uint16 image."""
-    shape, dtype = tuple(array.shape), array.dtype
-    if dtype.name not in ARRAY_DTYPES:
-        return f"a {dtype} array is not an image: pass uint8 BGR pixels (or uint16), e.g. array.astype(numpy.uint8)"
-    if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
-        return f"an array of shape {shape} is not one image: pass (height, width) or (height, width, 3) arrays"
-    if not all(shape):
-        return f"an array of shape {shape} has no pixels"
-    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
-        return f"image too large ({shape[1]}×{shape[0]} pixels, limit {max_pixels})"
-    return None
 
 
 def _path(item: str | os.PathLike[str], i: int) -> str:

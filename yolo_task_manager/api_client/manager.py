@@ -165,7 +165,7 @@ class YoloTaskManager:
         _check_json(hyp, "training arguments")
         if os.path.isabs(base_model):  # before the checkpoint is read: another user's file must stay unopened
             check_access(base_model, self.settings.storage_root, validate_id(user_id, "user_id"),
-                         also=(self.settings.pretrained_dir,))  # fmt: skip
+                         also=(self.settings.pretrained_dir, *self.settings.shared_data_dirs))  # fmt: skip
         user_id = validate_id(user_id, "user_id")
         run_name = validate_id(run_name or f"run-{uuid.uuid4().hex[:8]}", "run_name")
         epochs = validate_epochs(epochs)
@@ -174,11 +174,13 @@ class YoloTaskManager:
         device_request = normalize_device(device) if device is not None else self.default_device
         seconds = parse_duration(max_duration)
         root, pretrained = self.settings.storage_root, self.settings.pretrained_dir
-        model_ref, model_task = resolve_base_model(base_model, pretrained)
+        shared = self.settings.shared_data_dirs
+        area = root / user_id
+        model_ref, model_task = resolve_base_model(base_model, pretrained, area=area)
         if Path(model_ref).is_absolute():
-            check_access(model_ref, root, user_id, also=(pretrained,))
-        dataset_dir = str(check_access(dataset_dir, root, user_id))
-        dataset = inspect_dataset(dataset_dir)
+            check_access(model_ref, root, user_id, also=(pretrained, *shared))
+        dataset_dir = str(check_access(dataset_dir, root, user_id, also=shared))
+        dataset = inspect_dataset(dataset_dir, area=_area_of(Path(dataset_dir), area, shared))
         check_task_fits(model_task, dataset.task, base_model)
         spec = RunSpec(
             user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=dataset_dir,
@@ -529,3 +531,8 @@ def _check_status(status: object) -> RunStatus | None:
         raise InvalidInput(
             f"status {shown(status)} is not a run status: use one of {[s.value for s in RunStatus]} or RunStatus"
         ) from None
+
+
+def _area_of(path: Path, area: Path, shared: tuple[Path, ...]) -> Path:
+    """The folder a dataset must stay inside: the user's own, or the shared folder it lies in."""
+    return next((s for s in shared if path.is_relative_to(os.path.realpath(s))), area)

@@ -63,7 +63,8 @@ def execute_infer(ctx: WorkerContext, request: dict[str, Any]) -> dict[str, Any]
         # Default to the size the model was trained at, not ultralytics' 640.
         opts = {"imgsz": meta.imgsz or 640, "conf": request["conf"], "iou": request["iou"], **request["opts"]}
         opts["device"] = ctx.torch_device
-        ask = PredictRequest(sources=request["sources"], opts=opts, annotate_dir=annotate)
+        ask = PredictRequest(sources=request["sources"], opts=opts, annotate_dir=annotate,
+                             max_pixels=ctx.settings.max_image_pixels)  # fmt: skip
         reply = ctx.inference.ask(ModelKey.of(meta.user_id, path, meta.task), ask, PREDICT_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
         return _failure(exc)

@@ -13,6 +13,8 @@ import redis
 from yolo_task_manager.broker.lease import Lease
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.errors import InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
+from yolo_task_manager.ids import resolve_inside
+from yolo_task_manager.model_yaml import check_model_yaml
 from yolo_task_manager.pickles import check_checkpoint
 from yolo_task_manager.values import Run, RunStatus
 from yolo_task_manager.workers.context import WorkerContext
@@ -59,14 +61,17 @@ def execute_run(ctx: WorkerContext, run_id: str, attempt: int) -> str:
 
 def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
     run_dir = ctx.storage.run_dir(run.user_id, run.run_id)
+    area = ctx.settings.storage_root / run.user_id
+    # Checked again here, as the producer did: the folder may have become a link elsewhere since.
+    shared = next((s for s in ctx.settings.shared_data_dirs if Path(run.dataset_dir).is_relative_to(s)), None)
     try:
         with lease.kept(ctx.settings.heartbeat_interval):
-            dataset = inspect_dataset(run.dataset_dir)
+            dataset = inspect_dataset(run.dataset_dir, area=shared or area)
             data = write_training_data(dataset, run_dir)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"dataset check failed on the worker: {exc}")
     try:
-        model = _base_model(run, ctx.settings.pretrained_dir, run_dir)
+        model = _base_model(run, ctx.settings.pretrained_dir, run_dir, area)
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"base model check failed on the worker: {exc}")
     try:
@@ -91,20 +96,26 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
     return TrainingSupervisor(ctx, run, lease, job, run_dir, inputs=inputs).supervise()
 
 
-def _base_model(run: Run, pretrained_dir: Path, run_dir: Path) -> str:
-    """What the training loads: a checkpoint from outside the operator's folder is copied into the run and
-    checked there, so the file that is loaded is the file that was checked."""
+def _base_model(run: Run, pretrained_dir: Path, run_dir: Path, area: Path) -> str:
+    """What the training loads. A checkpoint or yaml from outside the operator's folder is copied into the run
+    and checked there, so the file that is loaded is the file that was checked."""
     source = Path(run.base_model)
-    if source.suffix != ".pt" or not source.is_absolute() or source.parent == pretrained_dir:
-        return run.base_model
-    copy = run_dir / "base.pt"
+    if not source.is_absolute() or source.parent == pretrained_dir:
+        return run.base_model  # a built-in yaml, or the operator's own weights
+    real = resolve_inside(source, area)
+    if real is None:
+        raise InvalidInput(f"{source} does not exist (or is not yours): the base model is gone")
+    copy = run_dir / ("base.pt" if source.suffix == ".pt" else f"base{source.suffix}")
     if not copy.is_file():
         try:
-            shutil.copyfile(source, run_dir / "base.pt.tmp")
+            shutil.copyfile(real, copy.with_name(copy.name + ".tmp"))
         except OSError as exc:
             raise InvalidInput(f"cannot read {source} on this worker: {exc.strerror}") from None
-        os.replace(run_dir / "base.pt.tmp", copy)
-    check_checkpoint(copy)
+        os.replace(copy.with_name(copy.name + ".tmp"), copy)
+    if copy.suffix == ".pt":
+        check_checkpoint(copy)
+    else:
+        check_model_yaml(copy)
     return str(copy)
 
 

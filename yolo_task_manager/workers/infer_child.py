@@ -33,7 +33,9 @@ from yolo_task_manager.workers.protocol import (
 def _answer(model: Any, model_path: Path, task: str, check: Callable[[Path], Path], request: object) -> Reply:
     if isinstance(request, PredictRequest):
         annotate = Path(request.annotate_dir) if request.annotate_dir else None
-        return Reply(predictions=predict(model, task, request.sources, request.opts, annotate, check))
+        limit = request.max_pixels
+        predictions = predict(model, task, request.sources, request.opts, annotate, check, max_pixels=limit)
+        return Reply(predictions=predictions)
     if isinstance(request, ExportRequest):
         from ultralytics import YOLO
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from yolo_task_manager.api_client.inference import array_problem
 from yolo_task_manager.datasets import IMAGE_SUFFIXES
 from yolo_task_manager.errors import InvalidInput
+from yolo_task_manager.predictions import array_problem
 from yolo_task_manager.settings import DEFAULT_MAX_IMAGE_PIXELS
 
 __all__ = ["VIDEO_SUFFIXES", "default_max_pixels", "predict"]

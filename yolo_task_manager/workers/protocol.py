@@ -149,6 +149,8 @@ class PredictRequest:
     sources: list[dict[str, Any]]
     opts: dict[str, Any]
     annotate_dir: str | None = None
+    max_pixels: int | None = None
+    """Refuse an image whose header declares more pixels (``Settings.max_image_pixels``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
