@@ -66,11 +66,14 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
     return cv2.imencode(".jpg", np.full((height, width, 3), 127, np.uint8))[1].tobytes()
 
 
-def run_predict(images: Any, root: Path, user: str = "ivy", **kwargs: Any) -> tuple[list[dict[str, Any]], FakeModel]:
-    """What a worker answers for ``images`` sent by ``user``, as the producer encodes them."""
+def run_predict(
+    images: Any, root: Path, user: str = "ivy", shared: tuple[Path, ...] = (), **kwargs: Any
+) -> tuple[list[dict[str, Any]], FakeModel]:
+    """What a worker answers for ``images`` sent by ``user``, as the producer encodes them (``shared``: the
+    operator's folders any user may read)."""
     model = FakeModel()
-    answer = predict(model, "detect", encode_sources(images), {}, None, lambda p: check_access(p, root, user),
-                     **kwargs)  # fmt: skip
+    answer = predict(model, "detect", encode_sources(images), {}, None,
+                     lambda p: check_access(p, root, user, also=shared), **kwargs)  # fmt: skip
     return answer, model
 
 
@@ -87,7 +90,7 @@ def test_a_decompression_bomb_is_refused_unread_and_the_rest_of_the_batch_is_pre
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     # When a worker predicts on the batch
-    answer, model = run_predict(images, tmp_path / "root")
+    answer, model = run_predict(images, tmp_path / "root", shared=(tmp_path,))
 
     # Then each bomb is one error entry naming its size and the limit, the others have predictions, and the
     # 400-million-pixel canvas was never allocated (it needs 1.2 GB)
@@ -111,7 +114,7 @@ def test_the_pixel_limit_is_the_workers_setting_for_images_arrays_and_videos(tmp
 
     # When it predicts on them
     answer, model = run_predict([str(tmp_path / "small.jpg"), np.zeros((48, 64, 3), np.uint8), str(video)],
-                                tmp_path / "root", max_pixels=1000)  # fmt: skip
+                                tmp_path / "root", shared=(tmp_path,), max_pixels=1000)  # fmt: skip
 
     # Then each is refused with its size, before any reached the model
     assert [p["error"] for p in answer] == ["image too large (64\u00d748 pixels, limit 1000)"] * 3
@@ -133,7 +136,11 @@ def test_a_fifo_and_a_device_are_skipped_unopened_and_never_hang_the_worker(tmp_
     # When a worker predicts on them (in a thread, so that a hang fails the test instead of stalling it)
     thread = threading.Thread(
         target=lambda: answers.append(
-            run_predict([str(tmp_path / "pipe.jpg"), "/dev/zero", str(folder)], tmp_path / "root")[0]
+            run_predict(
+                [str(tmp_path / "pipe.jpg"), "/dev/zero", str(folder)],
+                tmp_path / "root",
+                shared=(tmp_path, Path("/dev")),
+            )[0]
         ),  # fmt: skip
         daemon=True,
     )

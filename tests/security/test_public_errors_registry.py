@@ -15,6 +15,7 @@ import pytest
 from yolo_task_manager import BrokerUnavailable, InvalidInput
 from yolo_task_manager.broker.embedded import free_port
 from yolo_task_manager.registry import Registry
+from yolo_task_manager.values import RunSpec
 
 pytestmark = pytest.mark.postgres
 
@@ -65,8 +66,9 @@ def postgres() -> Iterator[Postgres]:
 def test_a_database_that_goes_away_is_broker_unavailable_and_is_used_again_when_back(postgres: Postgres) -> None:
     # Given a registry on PostgreSQL with one run
     registry = Registry(postgres.url)
-    run = registry.create_run(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d", task="detect",
-                              epochs=1, device="cpu", hyp={}, max_duration=None)  # fmt: skip
+    run = registry.create_run(RunSpec(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d",
+                              task="detect",
+                              epochs=1, device="cpu", hyp={}, max_duration=None))  # fmt: skip
     try:
         # When the server restarts under the registry's pooled connection, and later stops
         postgres.stop()
@@ -92,8 +94,9 @@ def test_a_value_postgresql_cannot_store_is_invalid_input(postgres: Postgres) ->
         # When a run with 2**40 epochs is recorded
         # Then it is InvalidInput (not a SQLAlchemy DataError), and nothing was stored
         with pytest.raises(InvalidInput, match="cannot be stored in the registry database"):
-            registry.create_run(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d", task="detect",
-                                epochs=2**40, device="cpu", hyp={}, max_duration=None)  # fmt: skip
+            registry.create_run(RunSpec(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d",
+                              task="detect",
+                                epochs=2**40, device="cpu", hyp={}, max_duration=None))  # fmt: skip
         assert registry.list_runs("a") == []
     finally:
         registry.close()

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from yolo_task_manager.workers.local import LocalWorker
 
 from tests.integration.conftest import http_server
 from yolo_task_manager import BrokerUnavailable, InvalidInput, Settings, YoloTaskManager, YoloTaskManagerError
 from yolo_task_manager.broker.embedded import EmbeddedRedis, free_port
+from yolo_task_manager.broker.local_worker import LocalWorker
 from yolo_task_manager.redact import RedactingFilter, mask_url, redact
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.storage import LocalFileSystemStorage

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from yolo_task_manager.broker.routing import queue_for_device
 
 from yolo_task_manager import InvalidInput, Settings
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.registry import Registry
+from yolo_task_manager.values import RunSpec
 
 
 @pytest.fixture
@@ -96,8 +97,9 @@ def test_a_new_sqlite_registry_is_private_whatever_the_umask(tmp_path: Path, per
     # When a registry is created on a new SQLite file and written to
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
     try:
-        registry.create_run(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d", task="detect",
-                            epochs=1, device="cpu", hyp={}, max_duration=None)  # fmt: skip
+        registry.create_run(RunSpec(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d",
+                              task="detect",
+                            epochs=1, device="cpu", hyp={}, max_duration=None))  # fmt: skip
         found = modes(tmp_path)
     finally:
         registry.close()

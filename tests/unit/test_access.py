@@ -23,11 +23,17 @@ def test_paths_in_another_users_area_are_refused(tmp_path: Path):
         check_access(root / "pretrained" / "x.pt", root, "alice")
 
 
-def test_own_area_allowed_areas_and_outside_paths_pass(tmp_path: Path):
+def test_own_area_and_allowed_areas_pass_and_other_paths_outside_the_root_do_not(tmp_path: Path):
+    # Given a user's own folder, the operator's folders, and a path elsewhere on the machine
     root = tmp_path / "root"
+
+    # Then the user's own and the allowed (shared) folders pass, resolved; anything else is refused
     assert check_access(root / "alice" / "data", root, "alice") == (root / "alice" / "data").resolve()
     assert check_access(root / "pretrained" / "x.pt", root, "alice", also=(root / "pretrained",))
-    assert check_access(tmp_path / "datasets" / "x", root, "alice") == (tmp_path / "datasets" / "x").resolve()
+    shared = tmp_path / "datasets"
+    assert check_access(shared / "x", root, "alice", also=(shared,)) == (shared / "x").resolve()
+    with pytest.raises(InvalidInput, match="not in the folder of user 'alice'"):
+        check_access("/etc/passwd", root, "alice", also=(shared,))
 
 
 def test_export_keys_are_readable_when_they_can_be_and_never_collide():

@@ -202,7 +202,7 @@ def test_storage_root_is_made_absolute_and_derived_paths_live_under_it(
 
     # Then the root is absolute and the registry and pretrained folder are under it
     assert settings.storage_root == tmp_path / "data"
-    assert settings.pretrained_dir == tmp_path / "data" / "pretrained"
+    assert settings.pretrained_dir == tmp_path / "data" / "_system" / "pretrained"
     assert settings.sql_url == f"sqlite:///{tmp_path / 'data' / '.ytm' / 'registry.db'}"
 
 

@@ -251,7 +251,7 @@ def _value_problem(key: str, value: object, kinds: frozenset[str]) -> str | None
         return "must be true or false"
     sets = _ultralytics_key_sets()
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if not _finite(value):
             return "must be a finite number"
         if isinstance(value, float) and not kinds & {"float"}:
             return "must be an integer" if "int" in kinds else "must be " + " or ".join(sorted(kinds - {"optional"}))
@@ -265,7 +265,7 @@ def _value_problem(key: str, value: object, kinds: frozenset[str]) -> str | None
             return f"must be a list of 1 to {_MAX_LIST} values"
         for item in value:
             if isinstance(item, bool) or not (
-                (isinstance(item, (int, float)) and math.isfinite(item))
+                (isinstance(item, (int, float)) and _finite(item))
                 or (isinstance(item, str) and key == "freeze" and _WORD.fullmatch(item))
             ):
                 return "must be a list of finite numbers"
@@ -277,6 +277,14 @@ def _value_problem(key: str, value: object, kinds: frozenset[str]) -> str | None
             return "must be " + " or ".join(sorted(kinds - {"optional"}))
         return None if _WORD.fullmatch(value) else "must be a plain word (letters, digits, '._:+-'), not a path"
     return f"must be {' or '.join(sorted(kinds - {'optional'}))}, not a {type(value).__name__}"
+
+
+def _finite(value: float) -> bool:
+    """Finite and within a float's range (ultralytics computes with these values as floats)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _bound_problem(key: str, value: float, sets: dict[str, Any]) -> str | None:
