@@ -44,10 +44,13 @@ class Settings:
     """Models each worker keeps loaded for inference."""
     max_attempts: int = 10
     """A run whose worker is lost at its ``max_attempts``-th dispatch fails instead of going round again."""
+    user_data_dirs: tuple[Path, ...] = ()
+    """Folders outside the storage root that belong to one user each, with ``{user_id}`` in their path
+    (``/datasets/{user_id}``): that user may read them, no other. ``YTM_USER_DATA_DIRS`` is colon-separated."""
     shared_data_dirs: tuple[Path, ...] = ()
-    """Folders outside the storage root that every user may read (a curated dataset library); a path a user
-    names must otherwise lie in their own ``{storage_root}/{user_id}/``. ``YTM_SHARED_DATA_DIRS`` is a
-    colon-separated list."""
+    """Folders outside the storage root that every user may read (a curated dataset library). A path a user
+    names must lie in one of these, in their ``user_data_dirs``, or in their own ``{storage_root}/{user_id}/``.
+    ``YTM_SHARED_DATA_DIRS`` is colon-separated."""
     sandbox: str | None = None
     """Whether the children that read tenant content (training, inference, export) run in bubblewrap: "on" (a
     worker that cannot refuses to start), "off" (tenant code then reaches the worker's files and network, and
@@ -65,10 +68,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
-        shared = tuple(Path(p).expanduser().absolute() for p in self.shared_data_dirs)
-        if any(p == self.storage_root or p.is_relative_to(self.storage_root) for p in shared):
-            raise InvalidInput("shared_data_dirs must lie outside the storage root: users' folders are not shared")
-        object.__setattr__(self, "shared_data_dirs", shared)
+        for name in ("user_data_dirs", "shared_data_dirs"):
+            dirs = tuple(Path(p).expanduser().absolute() for p in getattr(self, name))
+            if any(_overlaps(p, self.storage_root) for p in dirs):
+                raise InvalidInput(f"{name} must lie outside the storage root, and not hold it: {dirs}")
+            if name == "user_data_dirs" and any("{user_id}" not in p.parts for p in dirs):
+                raise InvalidInput(f"each of user_data_dirs must have a folder named {{user_id}}: {dirs}")
+            object.__setattr__(self, name, dirs)
         if self.sandbox is not None and self.sandbox not in SANDBOX_MODES:
             raise InvalidInput(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {self.sandbox!r}")
         for name in ("global_limit", "per_user_limit", "child_memory", "child_max_processes"):
@@ -83,6 +89,11 @@ class Settings:
             raise InvalidInput(f"max_image_pixels must be a positive integer, got {pixels!r}")
         if self.heartbeat_interval * 2 > self.lease_ttl:
             raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")
+
+    def readable_dirs(self, user_id: str) -> tuple[Path, ...]:
+        """The folders outside the storage root that ``user_id`` (a validated id) may read."""
+        own = tuple(Path(str(p).replace("{user_id}", user_id)) for p in self.user_data_dirs)
+        return own + self.shared_data_dirs
 
     @property
     def state_dir(self) -> Path:
@@ -133,6 +144,10 @@ class Settings:
             values[f.name] = _parse_bytes(f.name, raw) if f.metadata.get("bytes") else _parse(f.name, str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
 def _format(name: str, value: object) -> str:

@@ -46,16 +46,22 @@ def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator's shared dataset folder of every test deployment (``shared_data_dirs``)."""
+    return tmp_path_factory.mktemp("datasets")
+
+
 @pytest.fixture
-def coco8(fixtures_dir: Path, tmp_path: Path) -> Path:
-    """A copy of coco8 (ultralytics writes label caches beside a dataset's labels)."""
-    return Path(shutil.copytree(fixtures_dir / "datasets" / "coco8", tmp_path / "coco8"))
+def coco8(fixtures_dir: Path, datasets_dir: Path) -> Path:
+    """A copy of coco8 of this test's own."""
+    return Path(shutil.copytree(fixtures_dir / "datasets" / "coco8", datasets_dir / f"coco8-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture(scope="session")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shapes(datasets_dir: Path) -> Path:
     """32 generated training images: epochs long enough to stop or kill a worker in the middle of one."""
-    return make_sample_dataset(tmp_path_factory.mktemp("shapes") / "shapes", train=32, val=8, size=64)
+    return make_sample_dataset(datasets_dir / "shapes", train=32, val=8, size=64)
 
 
 class Stack:
@@ -108,7 +114,7 @@ class Stack:
         self.redis.close()
 
 
-def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path) -> Stack:
+def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path, shared: tuple[Path, ...] = ()) -> Stack:
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         storage_root=root,
@@ -119,13 +125,14 @@ def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path) ->
         heartbeat_interval=1.0,
         tick_interval=0.5,
         stop_grace=20.0,
+        shared_data_dirs=shared,
     )
     return Stack(settings, base_checkpoint)
 
 
 @pytest.fixture
-def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = new_stack(tmp_path / "root", redis_server, base_checkpoint)
+def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path, datasets_dir: Path) -> Iterator[Stack]:
+    s = new_stack(tmp_path / "root", redis_server, base_checkpoint, shared=(datasets_dir,))
     yield s
     s.close()
 

@@ -29,14 +29,14 @@ def served(redis_server, base_checkpoint, fixtures_dir, tmp_path_factory):
     """One worker and one trained model per task type for user "ivy" (the classifier from a third-party
     checkpoint)."""
     root = tmp_path_factory.mktemp("served")
-    stack = new_stack(root / "root", redis_server, base_checkpoint)
+    stack = new_stack(root / "root", redis_server, base_checkpoint, shared=(root / "data",))
     shutil.copyfile(fixtures_dir / "weights" / "third_party" / "yolo11n-cls_mnist160_babymelvin.pt",
                     stack.settings.pretrained_dir / "babymelvin-cls.pt")  # fmt: skip
     stack.start_worker()
     mgr = stack.manager()
     runs = {}
     for name, (base, dataset) in TASKS.items():
-        data = shutil.copytree(fixtures_dir / "datasets" / dataset, root / dataset)
+        data = shutil.copytree(fixtures_dir / "datasets" / dataset, root / "data" / dataset)
         runs[name] = mgr.train("ivy", base, str(data), epochs=1, run_name=name, **TINY)
     for name, run_id in runs.items():
         run = mgr.wait("ivy", run_id, timeout=600)

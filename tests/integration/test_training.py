@@ -28,10 +28,12 @@ def transitions(mgr: YoloTaskManager, run_id: str) -> list[str]:
 
 
 def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: Path, coco8: Path, tmp_path: Path):
-    # Given: the official file name in {root}/pretrained, as a user would copy it
+    # Given: the official file name in the operator's pretrained folder, as they would copy it, and alice's
+    # dataset in her own folder
     root = tmp_path / "dl-platform"
-    (root / "pretrained").mkdir(parents=True)
-    shutil.copyfile(base_checkpoint, root / "pretrained" / "yolov8n.pt")
+    (root / "_system" / "pretrained").mkdir(parents=True)
+    shutil.copyfile(base_checkpoint, root / "_system" / "pretrained" / "yolov8n.pt")
+    coco8 = Path(shutil.copytree(coco8, root / "alice" / "datasets" / "vehicles"))
     q: queue.Queue = queue.Queue()
 
     # When: the seed's example, with no Redis or worker configured

@@ -165,7 +165,7 @@ class YoloTaskManager:
         _check_json(hyp, "training arguments")
         if os.path.isabs(base_model):  # before the checkpoint is read: another user's file must stay unopened
             check_access(base_model, self.settings.storage_root, validate_id(user_id, "user_id"),
-                         also=(self.settings.pretrained_dir, *self.settings.shared_data_dirs))  # fmt: skip
+                         also=(self.settings.pretrained_dir, *self.settings.readable_dirs(user_id)))  # fmt: skip
         user_id = validate_id(user_id, "user_id")
         run_name = validate_id(run_name or f"run-{uuid.uuid4().hex[:8]}", "run_name")
         epochs = validate_epochs(epochs)
@@ -174,7 +174,7 @@ class YoloTaskManager:
         device_request = normalize_device(device) if device is not None else self.default_device
         seconds = parse_duration(max_duration)
         root, pretrained = self.settings.storage_root, self.settings.pretrained_dir
-        shared = self.settings.shared_data_dirs
+        shared = self.settings.readable_dirs(user_id)
         area = root / user_id
         model_ref, model_task = resolve_base_model(base_model, pretrained, area=area)
         if Path(model_ref).is_absolute():

@@ -63,7 +63,8 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
     run_dir = ctx.storage.run_dir(run.user_id, run.run_id)
     area = ctx.settings.storage_root / run.user_id
     # Checked again here, as the producer did: the folder may have become a link elsewhere since.
-    shared = next((s for s in ctx.settings.shared_data_dirs if Path(run.dataset_dir).is_relative_to(s)), None)
+    readable = ctx.settings.readable_dirs(run.user_id)
+    shared = next((s for s in readable if Path(run.dataset_dir).is_relative_to(s)), None)
     try:
         with lease.kept(ctx.settings.heartbeat_interval):
             dataset = inspect_dataset(run.dataset_dir, area=shared or area)

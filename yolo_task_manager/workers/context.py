@@ -65,10 +65,11 @@ class WorkerContext(Context):
         area = self.settings.storage_root / model.user_id
         predictions = area / "predictions"
         predictions.mkdir(parents=True, exist_ok=True)
-        argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, *fds)
+        readable = [d for d in self.settings.readable_dirs(model.user_id) if d.is_dir()]
+        argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, fds, readable)
         return start_child(
             argv, settings=self.settings, sandboxed=self.sandboxed, job_dir=job_dir,
-            log_path=self.scratch_dir / "inference.log", pass_fds=fds, read_only=(area,),
+            log_path=self.scratch_dir / "inference.log", pass_fds=fds, read_only=(area, *readable),
             writable=(predictions, *([writable] if writable else [])), masked=(area / "runs",),
             gpu=self.device != "cpu",
         )  # fmt: skip

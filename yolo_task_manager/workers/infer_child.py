@@ -1,6 +1,7 @@
 """The inference child: loads one tenant's model once, then answers requests until its stdin closes.
 
-Run as ``python -m yolo_task_manager.workers.infer_child MODEL TASK USER_ID ROOT REQUESTS_FD REPLIES_FD`` by
+Run as ``python -m yolo_task_manager.workers.infer_child MODEL TASK USER_ID ROOT REQUESTS_FD REPLIES_FD
+[READABLE...]`` by
 the worker's ``InferencePool``, sandboxed like the training child: a tenant's model is a pickle, and loading
 it runs code, so it is never loaded in the worker, which holds credentials. Requests (``PredictRequest``,
 ``ExportRequest``) arrive one JSON line each on ``REQUESTS_FD``; each gets one ``Reply`` on ``REPLIES_FD``.
@@ -46,14 +47,17 @@ def _answer(model: Any, model_path: Path, task: str, check: Callable[[Path], Pat
     return Reply(error="YoloTaskManagerError", message=f"unknown request {type(request).__name__}")
 
 
-def serve(model_path: Path, task: str, user_id: str, root: Path, requests: TextIO, replies: TextIO) -> None:
+def serve(
+    model_path: Path, task: str, user_id: str, root: Path, readable: tuple[Path, ...], requests: TextIO,
+    replies: TextIO,
+) -> None:
     from ultralytics import YOLO
 
     configure_ultralytics()
     model = YOLO(str(model_path), task=task)
 
     def check(path: Path) -> Path:
-        return check_access(path, root, user_id)
+        return check_access(path, root, user_id, also=readable)
 
     for line in requests:
         try:
@@ -70,8 +74,9 @@ def serve(model_path: Path, task: str, user_id: str, root: Path, requests: TextI
 
 def main(argv: list[str]) -> int:
     model_path, task, user_id, root = Path(argv[1]), argv[2], argv[3], Path(argv[4])
+    readable = tuple(Path(p) for p in argv[7:])
     with os.fdopen(int(argv[5]), "r") as requests, os.fdopen(int(argv[6]), "w", buffering=1) as replies:
-        serve(model_path, task, user_id, root, requests, replies)
+        serve(model_path, task, user_id, root, readable, requests, replies)
     return 0
 
 

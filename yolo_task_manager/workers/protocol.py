@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,10 +64,13 @@ def training_child(job_file: Path, fd: int, control_fd: int) -> list[str]:
     return [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(job_file), str(fd), str(control_fd)]
 
 
-def inference_child(model: Path, task: str, user_id: str, root: Path, requests_fd: int, replies_fd: int) -> list[str]:
-    """An inference child for one model: requests on ``requests_fd``, a reply for each on ``replies_fd``."""
+def inference_child(
+    model: Path, task: str, user_id: str, root: Path, fds: tuple[int, int], readable: Sequence[Path] = ()
+) -> list[str]:
+    """An inference child for one model: requests on ``fds[0]``, a reply for each on ``fds[1]``; it reads
+    images in the user's folder and in ``readable``."""
     module = "yolo_task_manager.workers.infer_child"
-    return [sys.executable, "-m", module, str(model), task, user_id, str(root), str(requests_fd), str(replies_fd)]
+    return [sys.executable, "-m", module, str(model), task, user_id, str(root), *map(str, fds), *map(str, readable)]
 
 
 class ProtocolError(Exception):
