@@ -131,8 +131,14 @@ def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path, sh
 
 
 @pytest.fixture
-def stack(redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path, datasets_dir: Path) -> Iterator[Stack]:
-    s = new_stack(tmp_path / "root", redis_server, base_checkpoint, shared=(datasets_dir,))
+def stack(
+    redis_server: EmbeddedRedis, base_checkpoint: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+    datasets_dir: Path,
+) -> Iterator[Stack]:
+    """A deployment whose users may also read the shared datasets and this test's ``tmp_path`` (where tests
+    put the files a user supplies); its storage root lies outside both."""
+    root = tmp_path_factory.mktemp("root")
+    s = new_stack(root, redis_server, base_checkpoint, shared=(datasets_dir, tmp_path))
     yield s
     s.close()
 

@@ -86,7 +86,8 @@ def _crafted_checkpoint(path: Path, marker: Path) -> Path:
 def test_a_checkpoint_that_would_run_code_is_refused_before_anything_loads_it(world, tmp_path: Path):
     mgr, coco8 = world
     marker = tmp_path / "pwned"
-    evil = _crafted_checkpoint(tmp_path / "mallory-best.pt", marker)
+    (mgr.settings.storage_root / "mallory").mkdir(parents=True)
+    evil = _crafted_checkpoint(mgr.settings.storage_root / "mallory" / "best.pt", marker)
     with pytest.raises(InvalidInput, match=r"refers to posix\.system.*so it is refused"):
         mgr.train("mallory", str(evil), str(coco8), epochs=1, **TINY)
     assert not marker.exists()
@@ -95,7 +96,8 @@ def test_a_checkpoint_that_would_run_code_is_refused_before_anything_loads_it(wo
 def test_a_checkpoint_swapped_after_it_was_queued_is_refused_on_the_worker(stack: Stack, coco8: Path, tmp_path: Path):
     # Given: a run queued from a sound checkpoint in mallory's folder, which she then replaces with a crafted one
     mgr = stack.manager()
-    sound = tmp_path / "mallory-best.pt"
+    sound = stack.settings.storage_root / "mallory" / "best.pt"
+    sound.parent.mkdir(parents=True)
     shutil.copyfile(stack.settings.pretrained_dir / "yolov8n.pt", sound)
     run_id = mgr.train("mallory", str(sound), str(coco8), epochs=1, **TINY)
     marker = tmp_path / "pwned"

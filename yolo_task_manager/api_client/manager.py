@@ -146,7 +146,7 @@ class YoloTaskManager:
         """Queue a training run and return its ``run_id`` at once.
 
         Args:
-            base_model: a ``.pt`` file name in ``{storage_root}/pretrained/``, an absolute path, or a
+            base_model: a ``.pt`` file name in ``{storage_root}/_system/pretrained/``, a path in your folder, or a
                 model yaml such as ``yolov8n.yaml`` (trains from scratch).
             dataset_dir: a folder with ``data.yaml`` (YOLO format) or ``train/``/``val/`` class folders.
             callbacks: ``on_metrics(run_id, epoch, metrics)``, ``on_status(run_id, status, reason)``,
