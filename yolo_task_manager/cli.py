@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     user_command("runs", "list a user's runs")
     user_command("models", "list a user's models, their metrics, exports and plots")
     train = user_command("train", "queue a training run (needs YTM_REDIS_URL and running workers)")
-    train.add_argument("--model", required=True, help="a file in {root}/_system/pretrained/, a path in your folder, or a yaml")
+    train.add_argument(
+        "--model", required=True, help="a file in {root}/_system/pretrained/, a path in your folder, or a yaml"
+    )
     train.add_argument("--data", required=True, help="dataset folder (data.yaml or class folders)")
     train.add_argument("--epochs", type=int, required=True)
     train.add_argument("--name", help="run name, also the published model's name")

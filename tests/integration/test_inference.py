@@ -29,7 +29,7 @@ def served(redis_server, base_checkpoint, fixtures_dir, tmp_path_factory):
     """One worker and one trained model per task type for user "ivy" (the classifier from a third-party
     checkpoint)."""
     root = tmp_path_factory.mktemp("served")
-    stack = new_stack(root / "root", redis_server, base_checkpoint, shared=(root / "data",))
+    stack = new_stack(root / "root", redis_server, base_checkpoint, shared=(root / "data", fixtures_dir))
     shutil.copyfile(fixtures_dir / "weights" / "third_party" / "yolo11n-cls_mnist160_babymelvin.pt",
                     stack.settings.pretrained_dir / "babymelvin-cls.pt")  # fmt: skip
     stack.start_worker()

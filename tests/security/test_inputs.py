@@ -334,8 +334,8 @@ def test_a_worker_applies_ytm_max_image_pixels_and_answers_the_rest_of_the_batch
         LocalFileSystemStorage(stack.settings.storage_root).save_model(
             "ivy", base_checkpoint, "plain", ["x"], meta={"task": "detect", "imgsz": 64}
         )
-        images = tmp_path / "images"
-        images.mkdir()
+        images = stack.settings.storage_root / "ivy" / "images"
+        images.mkdir(parents=True)
         shutil.copyfile(fixtures_dir / "images" / "bus.jpg", images / "bus.jpg")
         os.mkfifo(images / "pipe.jpg")
         big = np.zeros((1001, 1000, 3), np.uint8)

@@ -20,8 +20,9 @@ import pytest
 
 from tests.conftest import FIXTURES
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
+from yolo_task_manager.values import RunSpec
 from yolo_task_manager.workers.offline import offline_env
-from yolo_task_manager.workers.protocol import EXIT_FAILED, EXIT_OK
+from yolo_task_manager.workers.protocol import EXIT_FAILED, EXIT_OK, JOB_FILE, TrainingJob, training_child
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False}
@@ -56,26 +57,29 @@ def tenant(tmp_path: Path) -> dict[str, Path]:
 
 
 def _train(tenant: dict[str, Path], model: str = "yolov8n.yaml") -> tuple[int, list[dict[str, Any]], str]:
-    """Run the training child as the worker does (spec file, pipe, offline env, run folder as cwd)."""
+    """Run the training child as the worker does (job file, pipes, offline env, run folder as cwd), but without
+    the sandbox: the guards must hold on their own."""
     run_dir = tenant["run_dir"]
     info = inspect_dataset(tenant["dataset"], area=tenant["area"])
-    spec = {
-        "run_id": "r1", "queue": "cpu.test", "model": model, "task": "detect",
-        "data": write_training_data(info, run_dir), "epochs": 1, "hyp": TINY, "device": "cpu",
-        "save_dir": str(run_dir / "train"),
-    }  # fmt: skip
-    (run_dir / "spec.json").write_text(json.dumps(spec))
+    spec = RunSpec(user_id="alice", run_name="r1", base_model=model, dataset_dir=str(tenant["dataset"]),
+                   task="detect", epochs=1, device="cpu", hyp=TINY)  # fmt: skip
+    job = TrainingJob(run_id="r1", attempt=1, spec=spec, model=model, data=write_training_data(info, run_dir),
+                      torch_device="cpu", save_dir=str(run_dir / "train"))  # fmt: skip
+    (run_dir / JOB_FILE).write_text(job.to_json())
     read_fd, write_fd = os.pipe()
+    control_r, control_w = os.pipe()
     env = {**offline_env(os.environ, tenant["scratch"]), "PYTHONPATH": str(REPO)}
     with open(run_dir / "train.log", "wb") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(run_dir / "spec.json"), str(write_fd)],
-            pass_fds=[write_fd], env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT,
+            training_child(run_dir / JOB_FILE, write_fd, control_r),
+            pass_fds=[write_fd, control_r], env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     os.close(write_fd)
+    os.close(control_r)
     with os.fdopen(read_fd) as pipe:
         events = [json.loads(line) for line in pipe]
     rc = child.wait(timeout=300)
+    os.close(control_w)
     return rc, events, (run_dir / "train.log").read_text(errors="replace")
 
 

@@ -31,7 +31,7 @@ from yolo_task_manager.errors import InvalidInput, SandboxUnavailable
 from yolo_task_manager.values import RunSpec
 from yolo_task_manager.workers import sandbox as sandbox_module
 from yolo_task_manager.workers.limits import remove_stale_cgroups
-from yolo_task_manager.workers.protocol import JOB_FILE, TrainingJob
+from yolo_task_manager.workers.protocol import JOB_FILE, TrainingJob, training_child
 from yolo_task_manager.workers.sandbox import (
     SCRATCH,
     SandboxedProcess,
@@ -641,17 +641,22 @@ def test_a_real_training_runs_in_the_sandbox_and_leaves_the_dataset_untouched(
     )
     (run_dir / JOB_FILE).write_text(job.to_json())
     read_fd, write_fd = os.pipe()
+    control_r, control_w = os.pipe()
     policy = job_policy(run_dir, base_env=os.environ, read_only=(dataset,), hide=(storage.root,),
                         memory_bytes=4 << 30, max_processes=512)  # fmt: skip
-    argv = [sys.executable, "-m", "yolo_task_manager.workers.train_child", str(run_dir / JOB_FILE), str(write_fd)]
+    argv = training_child(run_dir / JOB_FILE, write_fd, control_r)
 
     # When the training child runs in the sandbox, reporting over its pipe
     with open(run_dir / "train.log", "wb") as log:
-        child = spawn(argv, policy, sandboxed=True, pass_fds=[write_fd], stdout=log, stderr=subprocess.STDOUT)
+        child = spawn(
+            argv, policy, sandboxed=True, pass_fds=[write_fd, control_r], stdout=log, stderr=subprocess.STDOUT
+        )
     os.close(write_fd)
+    os.close(control_r)
     with child, os.fdopen(read_fd, "rb") as pipe:
         events = [json.loads(line) for line in pipe if line.strip()]
         code = child.wait(300)
+    os.close(control_w)
 
     # Then epoch 1's metrics and the result arrive, the weights are in the job, and the dataset is as it was
     log_tail = (run_dir / "train.log").read_text()[-3000:]

@@ -63,14 +63,15 @@ class WorkerContext(Context):
         if model.path.endswith(".pt"):
             check_checkpoint(Path(model.path))  # the models folder is on a shared volume, writable by others
         area = self.settings.storage_root / model.user_id
-        predictions = area / "predictions"
-        predictions.mkdir(parents=True, exist_ok=True)
+        predictions, runs = area / "predictions", area / "runs"
+        for folder in (predictions, runs):  # made now: a folder made later would show through the area's bind
+            folder.mkdir(parents=True, exist_ok=True)
         readable = [d for d in self.settings.readable_dirs(model.user_id) if d.is_dir()]
         argv = inference_child(Path(model.path), model.task, model.user_id, self.settings.storage_root, fds, readable)
         return start_child(
             argv, settings=self.settings, sandboxed=self.sandboxed, job_dir=job_dir,
             log_path=self.scratch_dir / "inference.log", pass_fds=fds, read_only=(area, *readable),
-            writable=(predictions, *([writable] if writable else [])), masked=(area / "runs",),
+            writable=(predictions, *([writable] if writable else [])), masked=(runs,),
             gpu=self.device != "cpu",
         )  # fmt: skip
 

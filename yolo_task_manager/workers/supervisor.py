@@ -10,6 +10,7 @@ import logging
 import os
 import selectors
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,8 +128,13 @@ class TrainingSupervisor:
             while True:
                 if sel.select(timeout=min(1.0, settings.heartbeat_interval)):
                     chunk = os.read(read_fd, 65536)
-                    if not chunk:  # the child closed its end: it exited
-                        child.process.wait()
+                    if not chunk:  # the child closed its end: it exited, or is about to
+                        try:
+                            child.process.wait(settings.stop_grace)
+                        except subprocess.TimeoutExpired:  # a stuck sandbox must not stop the heartbeat for good
+                            log.warning("run %s: the training closed its pipe but did not exit: killing it",
+                                        self.run.run_id)  # fmt: skip
+                            child.kill()
                         return
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
