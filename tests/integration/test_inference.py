@@ -80,11 +80,13 @@ def test_detect_predictions_lie_inside_each_image_and_are_drawn(served, fixtures
         assert Path(p.annotated_path).name == Path(p.source).name and Path(p.annotated_path).stat().st_size > 1000
 
 
-def test_every_input_kind_and_a_bad_one_in_the_batch(served, fixtures_dir: Path, tmp_path: Path):
+def test_every_input_kind_and_a_bad_one_in_the_batch(served, fixtures_dir: Path):
     import cv2
 
-    # Given: a folder, a glob, bytes, a numpy array, a video of 3 frames, a corrupt file and an unreadable video
-    _, mgr = served
+    # Given: in ivy's folder, a folder, a glob, bytes, a numpy array, a video of 3 frames, a corrupt file and an
+    # unreadable video
+    stack, mgr = served
+    tmp_path = stack.settings.storage_root / "ivy" / "inputs"
     folder = Path(shutil.copytree(fixtures_dir / "images", tmp_path / "imgs"))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
