@@ -244,6 +244,8 @@ class Bench:
             "redis_url": self.redis_url,
             "key_prefix": f"bench{tag}",
             "node": f"bench{tag}",
+            # Datasets and images live beside the storage roots: opened to every user, as an operator would.
+            "shared_data_dirs": (self.root / "datasets", self.root / "images"),
         }
         values.update(overrides)
         return Settings(**values)
