@@ -21,6 +21,7 @@ __all__ = [
     "PREDICT_OPTIONS",
     "InferenceHandle",
     "check_options",
+    "check_path_text",
     "check_threshold",
     "encode_sources",
     "raise_failure",
@@ -81,14 +82,19 @@ def check_threshold(name: str, value: object) -> float:
     return float(value)
 
 
+def check_path_text(path: str, what: str) -> None:
+    """Refuse what no file name can hold: a NUL character, more bytes than PATH_MAX."""
+    if "\0" in path:
+        raise InvalidInput(f"{what} holds a NUL character, which no file name can: {shown(path)}")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise InvalidInput(f"{what} is longer than any path ({MAX_PATH_BYTES} bytes)")
+
+
 def _path(item: str | os.PathLike[str], i: int) -> str:
     path = os.fspath(item)
     if not isinstance(path, str):
         raise InvalidInput(f"images[{i}] is a bytes path: pass it as str")
-    if "\0" in path:
-        raise InvalidInput(f"images[{i}] holds a NUL character, which no file name can: {shown(path)}")
-    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-        raise InvalidInput(f"images[{i}] is longer than any path ({MAX_PATH_BYTES} bytes)")
+    check_path_text(path, f"images[{i}]")
     # Absolute here: the worker's working directory means nothing to the caller.
     return os.path.abspath(os.path.expanduser(path))
 

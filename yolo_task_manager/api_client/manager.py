@@ -21,6 +21,7 @@ from yolo_task_manager.api_client.inference import (
     PREDICT_OPTIONS,
     InferenceHandle,
     check_options,
+    check_path_text,
     check_threshold,
     encode_sources,
     raise_failure,
@@ -444,7 +445,6 @@ def _validate_callbacks(callbacks: Callbacks | None) -> dict[str, Callable[..., 
 
 # -- argument checks: what no lower layer could turn into a clear message --------------------------------
 
-_MAX_PATH_BYTES = 4096
 _MAX_SECONDS = 10 * 365 * 86400.0
 
 
@@ -467,10 +467,7 @@ def _check_path(value: object, what: str) -> str:
     path = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(path, str):
         raise InvalidInput(f"{what} must be a path (str), got {shown(value)}")
-    if "\0" in path:
-        raise InvalidInput(f"{what} holds a NUL character, which no file name can: {shown(path)}")
-    if len(path.encode("utf-8", "surrogateescape")) > _MAX_PATH_BYTES:
-        raise InvalidInput(f"{what} is longer than any path ({_MAX_PATH_BYTES} bytes)")
+    check_path_text(path, what)
     try:
         os.stat(path)
     except OSError as exc:  # pathlib raises on these instead of answering False (a loop: RuntimeError, < 3.13)
