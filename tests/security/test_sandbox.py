@@ -686,6 +686,20 @@ def test_without_bubblewrap_on_requires_it_and_auto_goes_without(
         require_sandbox("sometimes")
 
 
+def test_a_worker_where_no_sandbox_can_be_built_refuses_to_start_unless_told_off(tmp_path: Path) -> None:
+    # Given a machine where bwrap is not on PATH, and no YTM_SANDBOX
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YTM_")}
+    env.update(PATH=str(tmp_path), YTM_REDIS_URL="redis://127.0.0.1:9/0", YTM_STORAGE_ROOT=str(tmp_path / "root"))
+    argv = [sys.executable, "-m", "yolo_task_manager.cli", "worker", "--device", "cpu"]
+
+    # When a worker is started there
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+    # Then it refuses, saying how to get the sandbox or how to accept the risk
+    assert out.returncode != 0
+    assert "apt install bubblewrap" in out.stderr and "YTM_SANDBOX=off" in out.stderr
+
+
 def test_child_env_keeps_the_allowlist_and_drops_settings_and_credentials() -> None:
     # Given a worker's environment with settings, credentials and the variables a training needs
     base = {
