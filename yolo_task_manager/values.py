@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TERMINAL", "Event", "EventType", "ModelMeta", "Run", "RunSpec", "RunStatus"]
+__all__ = ["TERMINAL", "Event", "EventType", "ModelMeta", "ModelProvenance", "Run", "RunSpec", "RunStatus"]
 
 
 class RunStatus(str, enum.Enum):
@@ -135,6 +135,21 @@ class Run:
             task=self.task, epochs=self.epochs, device=self.device, hyp=dict(self.hyp),
             max_duration=self.max_duration,
         )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelProvenance:
+    """What the run that made a model says of it; storage keeps it beside the weights (``ModelMeta`` shows it)."""
+
+    task: str
+    base_model: str | None = None
+    run_id: str | None = None
+    imgsz: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    trained_on: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)

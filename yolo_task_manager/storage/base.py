@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from yolo_task_manager.values import ModelMeta
+from yolo_task_manager.values import ModelMeta, ModelProvenance
 
 __all__ = ["IStorage"]
 
@@ -26,10 +26,10 @@ class IStorage(Protocol):
         model_name: str,
         labels: list[str],
         *,
-        meta: Mapping[str, Any] | None = None,
+        meta: ModelProvenance | Mapping[str, Any] | None = None,
         plots: Sequence[Path] = (),
     ) -> ModelMeta:
-        """Publish ``src_path`` (and training ``plots``) as ``model_name``, atomically; raise ``InvalidInput`` if
+        """Publish ``src_path`` (and training ``plots``) as ``model_name``, atomically; raise ``AlreadyExists`` if
         the name is taken."""
         ...
 

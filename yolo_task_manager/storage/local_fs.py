@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from yolo_task_manager.datasets.files import UnreadableFile, read_capped
-from yolo_task_manager.errors import InvalidInput, NotFound, StorageError
+from yolo_task_manager.errors import AlreadyExists, InvalidInput, NotFound, StorageError
 from yolo_task_manager.ids import Area, validate_id
-from yolo_task_manager.values import ModelMeta
+from yolo_task_manager.values import ModelMeta, ModelProvenance
 
 __all__ = ["KNOWN_TASKS", "LocalFileSystemStorage"]
 
@@ -73,7 +73,7 @@ class LocalFileSystemStorage:
         model_name: str,
         labels: list[str],
         *,
-        meta: Mapping[str, Any] | None = None,
+        meta: ModelProvenance | Mapping[str, Any] | None = None,
         plots: Sequence[Path] = (),
     ) -> ModelMeta:
         validate_id(model_name, "model_name")
@@ -92,7 +92,7 @@ class LocalFileSystemStorage:
             for plot in plots:
                 shutil.copyfile(plot, tmp / "plots" / Path(plot).name)
             record = {
-                **(meta or {}),
+                **(meta.to_record() if isinstance(meta, ModelProvenance) else dict(meta or {})),
                 "name": model_name,
                 "user_id": user_id,
                 "labels": list(labels),
@@ -105,7 +105,7 @@ class LocalFileSystemStorage:
                 os.rename(tmp, final)
             except OSError:
                 if os.path.lexists(final):
-                    raise InvalidInput(
+                    raise AlreadyExists(
                         f"user {user_id!r} already has a model named {model_name!r}: "
                         "delete it first or choose another name"
                     ) from None

@@ -12,11 +12,11 @@ import redis
 
 from yolo_task_manager.broker.lease import Lease
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
-from yolo_task_manager.errors import InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
+from yolo_task_manager.errors import AlreadyExists, InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
 from yolo_task_manager.ids import resolve_inside
 from yolo_task_manager.model_yaml import check_model_yaml
 from yolo_task_manager.pickles import check_checkpoint
-from yolo_task_manager.values import Run, RunStatus
+from yolo_task_manager.values import ModelProvenance, Run, RunStatus
 from yolo_task_manager.workers.context import WorkerContext
 from yolo_task_manager.workers.protocol import TrainingJob, TrainingResult
 from yolo_task_manager.workers.supervisor import Outcome, TrainingSupervisor
@@ -139,19 +139,13 @@ def _finish(ctx: WorkerContext, run: Run, outcome: Outcome) -> None:
 
 
 def _publish_model(ctx: WorkerContext, run: Run, result: TrainingResult) -> None:
-    meta = {
-        "task": result.task,
-        "base_model": run.base_model,
-        "run_id": run.run_id,
-        "imgsz": result.imgsz,
-        "metrics": result.metrics,
-        "trained_on": run.queue,
-    }
+    meta = ModelProvenance(task=result.task, base_model=run.base_model, run_id=run.run_id, imgsz=result.imgsz,
+                           metrics=result.metrics, trained_on=run.queue)  # fmt: skip
     try:
         best = Path(result.best)
         plots = sorted(p for p in best.parent.parent.iterdir() if p.suffix in (".png", ".jpg") and p.is_file())
         ctx.storage.save_model(run.user_id, best, run.run_name, result.labels, meta=meta, plots=plots)
-    except InvalidInput:
+    except AlreadyExists:
         # A previous attempt published it and died before recording the transition.
         existing = ctx.storage.get_model(run.user_id, run.run_name)
         if existing.run_id != run.run_id:
