@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
 
+from yolo_task_manager.api_client.arguments import (
+    Callbacks,
+    area_of,
+    check_device,
+    check_duration,
+    check_json,
+    check_name,
+    check_path,
+    check_redis_url,
+    check_seconds,
+    check_status,
+    check_timeout,
+    validate_callbacks,
+)
 from yolo_task_manager.api_client.feed import read_feed
 from yolo_task_manager.api_client.inference import (
     EXPORT_OPTIONS,
     PREDICT_OPTIONS,
     InferenceHandle,
     check_options,
-    check_path_text,
     check_threshold,
     encode_sources,
     raise_failure,
 )
-from yolo_task_manager.api_client.subscriber import CALLBACK_NAMES, Subscriber
+from yolo_task_manager.api_client.subscriber import Subscriber
 from yolo_task_manager.api_client.validation import (
     check_task_fits,
     parse_duration,
@@ -56,9 +67,6 @@ from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
 from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunSpec, RunStatus
 
 __all__ = ["YoloTaskManager"]
-
-Callbacks = Mapping[str, Callable[..., Any]]
-
 
 class YoloTaskManager:
     """Train YOLO models for many users on Celery workers, one per device.
@@ -91,8 +99,8 @@ class YoloTaskManager:
                                      global_limit=global_limit, per_user_limit=per_user_limit).items()
                if v is not None}
         )  # fmt: skip
-        _check_redis_url(self.settings.redis_url)
-        self.default_device = normalize_device(_check_device(default_device))
+        check_redis_url(self.settings.redis_url)
+        self.default_device = normalize_device(check_device(default_device))
         self._redis_server: EmbeddedRedis | None = None
         self._worker: LocalWorker | None = None
         try:
@@ -159,18 +167,18 @@ class YoloTaskManager:
         Raises:
             InvalidInput, WeightsUnavailable: nothing was queued.
         """
-        base_model, dataset_dir = _check_path(base_model, "base_model"), _check_path(dataset_dir, "dataset_dir")
+        base_model, dataset_dir = check_path(base_model, "base_model"), check_path(dataset_dir, "dataset_dir")
         if run_name is not None and not isinstance(run_name, str):
             raise InvalidInput(f"run_name must be a string or None, got {shown(run_name)}")
-        device, max_duration = _check_device(device), _check_duration(max_duration)
-        _check_json(hyp, "training arguments")
+        device, max_duration = check_device(device), check_duration(max_duration)
+        check_json(hyp, "training arguments")
         if os.path.isabs(base_model):  # before the checkpoint is read: another user's file must stay unopened
             check_access(base_model, self.settings.storage_root, validate_id(user_id, "user_id"),
                          also=(self.settings.pretrained_dir, *self.settings.readable_dirs(user_id)))  # fmt: skip
         user_id = validate_id(user_id, "user_id")
         run_name = validate_id(run_name or f"run-{uuid.uuid4().hex[:8]}", "run_name")
         epochs = validate_epochs(epochs)
-        callbacks = _validate_callbacks(callbacks)
+        callbacks = validate_callbacks(callbacks)
         hyp = validate_hyp(hyp)
         device_request = normalize_device(device) if device is not None else self.default_device
         seconds = parse_duration(max_duration)
@@ -181,7 +189,7 @@ class YoloTaskManager:
         if Path(model_ref).is_absolute():
             check_access(model_ref, root, user_id, also=(pretrained, *shared))
         dataset_dir = str(check_access(dataset_dir, root, user_id, also=shared))
-        dataset = inspect_dataset(dataset_dir, area=_area_of(Path(dataset_dir), area, shared))
+        dataset = inspect_dataset(dataset_dir, area=area_of(Path(dataset_dir), area, shared))
         check_task_fits(model_task, dataset.task, base_model)
         spec = RunSpec(
             user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=dataset_dir,
@@ -238,7 +246,7 @@ class YoloTaskManager:
 
     def list_runs(self, user_id: str, status: RunStatus | str | None = None) -> list[Run]:
         """The user's runs, oldest first; ``status`` (a ``RunStatus`` or its value, "queued") keeps those in it."""
-        status = _check_status(status)
+        status = check_status(status)
         statuses = [status] if status is not None else None
         return self._ctx.registry.list_runs(validate_id(user_id, "user_id"), statuses)
 
@@ -253,7 +261,7 @@ class YoloTaskManager:
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (the run goes on).
         """
-        timeout, poll = _check_timeout(timeout, "timeout"), _check_seconds(poll, "poll", low=0.01)
+        timeout, poll = check_timeout(timeout, "timeout"), check_seconds(poll, "poll", low=0.01)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             run = self.get_run(user_id, run_id)
@@ -279,7 +287,7 @@ class YoloTaskManager:
         **opts: Any,
     ) -> InferenceHandle:
         """Queue an inference on a worker and return a handle; see ``infer``."""
-        device, export = _check_device(device), _check_name(export, "export")
+        device, export = check_device(device), check_name(export, "export")
         if not isinstance(save_annotated, (bool, int)):
             raise InvalidInput(f"save_annotated must be True or False, got {shown(save_annotated)}")
         user_id = validate_id(user_id, "user_id")
@@ -327,7 +335,7 @@ class YoloTaskManager:
         Raises:
             NotFound: no such model for this user. InvalidInput: bad thresholds, options or images.
         """
-        timeout = _check_timeout(timeout, "timeout")
+        timeout = check_timeout(timeout, "timeout")
         return self.infer_async(user_id, model_name, images, conf, iou, **options).get(timeout)
 
     def export(
@@ -341,8 +349,8 @@ class YoloTaskManager:
         **opts: Any,
     ) -> Path:
         """Export a model ("torchscript", "onnx", "openvino", "engine"); the same request returns the stored file."""
-        fmt, device = _check_name(fmt, "fmt") or "", _check_device(device)
-        timeout = _check_seconds(timeout, "timeout")
+        fmt, device = check_name(fmt, "fmt") or "", check_device(device)
+        timeout = check_seconds(timeout, "timeout")
         user_id = validate_id(user_id, "user_id")
         meta = self._ctx.storage.get_model(user_id, validate_id(model_name, "model_name"))
         if fmt not in EXPORT_FORMATS:
@@ -427,109 +435,3 @@ class YoloTaskManager:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _validate_callbacks(callbacks: Callbacks | None) -> dict[str, Callable[..., Any]]:
-    if callbacks is None:
-        return {}
-    if not isinstance(callbacks, Mapping):
-        raise InvalidInput(f"callbacks must be a dict like {{'on_metrics': fn}}, got {type(callbacks).__name__}")
-    unknown = set(callbacks) - CALLBACK_NAMES
-    if unknown:
-        raise InvalidInput(f"unknown callbacks {sorted(unknown)}: use {sorted(CALLBACK_NAMES)}")
-    for name, fn in callbacks.items():
-        if not callable(fn):
-            raise InvalidInput(f"callback {name!r} is not callable")
-    return dict(callbacks)
-
-
-# -- argument checks: what no lower layer could turn into a clear message --------------------------------
-
-_MAX_SECONDS = 10 * 365 * 86400.0
-
-
-def _check_redis_url(url: object) -> None:
-    if url is None:
-        return
-    try:
-        if not isinstance(url, str):
-            raise ValueError(f"a {type(url).__name__}, not a string")
-        redis.Redis.from_url(url).close()  # parses; connects only on the first command
-    except ValueError as exc:
-        raise InvalidInput(
-            f"redis_url {mask_url(url)} is not a Redis URL ({redact(str(exc))}): use "
-            "redis://[:password@]host:port/db, rediss://... or unix:///path/to/redis.sock"
-        ) from None
-
-
-def _check_path(value: object, what: str) -> str:
-    """A path given as str or os.PathLike, without what no file name can hold."""
-    path = os.fspath(value) if isinstance(value, os.PathLike) else value
-    if not isinstance(path, str):
-        raise InvalidInput(f"{what} must be a path (str), got {shown(value)}")
-    check_path_text(path, what)
-    try:
-        os.stat(path)
-    except OSError as exc:  # pathlib raises on these instead of answering False (a loop: RuntimeError, < 3.13)
-        if exc.errno == errno.ELOOP:
-            raise InvalidInput(f"{what} {shown(path)} is a loop of symbolic links") from None
-        if exc.errno == errno.ENAMETOOLONG:
-            raise InvalidInput(f"{what} has a part longer than any file name (255 bytes)") from None
-    return path
-
-
-def _check_name(value: object, what: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"{what} must be a string, got {shown(value)}")
-    return value
-
-
-def _check_device(device: object) -> str | None:
-    if device is None or (isinstance(device, str) and len(device) <= 64):
-        return device
-    if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 1024:
-        return str(device)
-    raise InvalidInput(f"device must be 'cpu', 'cuda:N', 'cuda', 'auto' or a GPU index, got {shown(device)}")
-
-
-def _check_timeout(value: object, what: str) -> float | None:
-    return None if value is None else _check_seconds(value, what)
-
-
-def _check_seconds(value: object, what: str, *, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= _MAX_SECONDS:
-        raise InvalidInput(f"{what} must be a number of seconds from {low:g} to {_MAX_SECONDS:g}, got {shown(value)}")
-    return float(value)
-
-
-def _check_duration(value: object) -> str | float | None:
-    """Numbers must fit a float (strings and the rest are parse_duration's to judge)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not 0 < value <= _MAX_SECONDS:  # also false for nan
-            raise InvalidInput(f"max_duration must be from 0 to {_MAX_SECONDS:g} seconds, got {shown(value)}")
-        return float(value)
-    return value  # type: ignore[return-value]
-
-
-def _check_json(values: Mapping[str, Any], what: str) -> None:
-    """Values the registry can store and a worker can read back: JSON, without NaN or infinity."""
-    try:
-        json.dumps(values, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInput(f"{what} must be numbers, strings, booleans, lists or None ({exc})") from None
-
-
-def _check_status(status: object) -> RunStatus | None:
-    if status is None or isinstance(status, RunStatus):
-        return status
-    try:
-        return RunStatus(status)
-    except (ValueError, TypeError):
-        raise InvalidInput(
-            f"status {shown(status)} is not a run status: use one of {[s.value for s in RunStatus]} or RunStatus"
-        ) from None
-
-
-def _area_of(path: Path, area: Path, shared: tuple[Path, ...]) -> Path:
-    """The folder a dataset must stay inside: the user's own, or the shared folder it lies in."""
-    return next((s for s in shared if path.is_relative_to(os.path.realpath(s))), area)
