@@ -141,9 +141,21 @@ def print_header(title: str, params: Mapping[str, Any]) -> None:
     print(flush=True)
 
 
-def proc_stats(pid: int) -> dict[str, float]:
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def proc_stats(pid: int, *, tree: bool = False) -> dict[str, float]:
     """A live process's memory and CPU time from ``/proc``: ``rss_mib`` (VmRSS), ``hwm_mib`` (VmHWM, its
-    peak RSS) and ``cpu_s`` (user + system seconds, all its threads)."""
+    peak RSS) and ``cpu_s`` (user + system seconds, all its threads). With ``tree``, summed over it and its
+    live descendants (a worker and its inference children)."""
+    if tree:
+        parts = [proc_stats(p) for p in [pid, *_descendants(pid)] if Path(f"/proc/{p}/status").exists()]
+        return {key: sum(part[key] for part in parts) for key in ("rss_mib", "hwm_mib", "cpu_s")}
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")

@@ -114,7 +114,7 @@ for line in sys.stdin:
     else:  # our worker's predict() on the same inputs, in this process
         root = Path(cmd['root'])  # the same per-user path check as the worker's
         out = ytm_predict(model, 'detect', [{{'path': p}} for p in cmd['paths']], opts, None,
-                          lambda p: check_access(p, root, cmd['user']))
+                          lambda p: check_access(p, root, cmd['user'], also=tuple(map(Path, cmd['shared']))))
         s = time.perf_counter() - t
         detections = sum(len(p.get('detections') or ()) for p in out)
     import torch
@@ -271,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         worker_log = settings.state_dir / f"worker-{len(bench.workers)}.log"
         worker, startup = bench.start_worker(settings)
         mgr = bench.manager(settings)
-        mem = {"worker registered (idle)": proc_stats(worker.pid)}
+        mem = {"worker registered (idle)": proc_stats(worker.pid, tree=True)}
         print(f"worker start-up (spawn -> registered in Redis): {startup:.2f} s, pid {worker.pid}", flush=True)
         cold_rows: list[list[Any]] = []
         one = [paths[0]]
         for name in names:
             cold = ours_call(mgr, name, one)
-            mem[f"after first call ({name})"] = proc_stats(worker.pid)
+            mem[f"after first call ({name})"] = proc_stats(worker.pid, tree=True)
             warm = [ours_call(mgr, name, one) for _ in range(args.warm)]
             what = "import ultralytics + load model + predict" if name == "init" else "load model + predict"
             cold_rows.append([f"ours, first call ({name}): {what}", ms(cold["s"]), cold["model_loads"], cold["id"]])
@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                                   iou=IOU, batch=len(batch_paths))  # fmt: skip
             if arm == "predict()":
                 return plain.call(op="fn", key=f"fn:{name}", paths=batch_paths, imgsz=size, conf=CONF, iou=IOU,
-                                  root=str(settings.storage_root), user=USER)  # fmt: skip
+                                  root=str(settings.storage_root), user=USER,
+                                  shared=[str(d) for d in settings.shared_data_dirs])  # fmt: skip
             if arm == "ours (bytes)":
                 data = [jpeg_bytes[paths.index(p)] for p in batch_paths]
                 return ours_call(mgr, name, data)
@@ -324,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def timed(arm: str, name: str, fn: Any) -> dict[str, Any]:
             pid = plain.pid if arm in ("plain", "predict()") else worker.pid
-            cpu = proc_stats(pid)["cpu_s"]
+            cpu = proc_stats(pid, tree=True)["cpu_s"]
             result = fn()
-            result["cpu_s"] = proc_stats(pid)["cpu_s"] - cpu
+            result["cpu_s"] = proc_stats(pid, tree=True)["cpu_s"] - cpu
             return result
 
         model_arms = [(name, arm) for name in names for arm in arms if not (arm == "ours (bytes)" and name != "init")]
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{n}/{a} {samples[(n, a)][-1]['s']:.2f} s" for n, a in model_arms),
                 flush=True,
             )
-        mem["after the throughput part"] = proc_stats(worker.pid)
+        mem["after the throughput part"] = proc_stats(worker.pid, tree=True)
         plain_mem = proc_stats(plain.pid)
 
         # 1-image calls, interleaved; "ours (missing file)" is the round trip without a prediction
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = servers.enter_context(closing(PlainServer(bench, "plain-mem")))
         plain.call(op="load", key="plain:init", model=model_path["init"])
         checkpoints = sorted({1, 10, args.mem_calls, *range(50, args.mem_calls + 1, 50)})
-        series: list[list[Any]] = [["idle", "-", f"{proc_stats(worker.pid)['rss_mib']:.0f}", "-",
+        series: list[list[Any]] = [["idle", "-", f"{proc_stats(worker.pid, tree=True)['rss_mib']:.0f}", "-",
                                     f"{proc_stats(plain.pid)['rss_mib']:.0f}"]]  # fmt: skip
         lat_ours, lat_plain = [], []
         mem_started = time.perf_counter()
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 if arm == "ours" and result["model_loads"] != 1:
                     print(f"note: call {i} reported model_loads={result['model_loads']}", file=sys.stderr)
             if i in checkpoints:
-                w, p = proc_stats(worker.pid), proc_stats(plain.pid)
+                w, p = proc_stats(worker.pid, tree=True), proc_stats(plain.pid)
                 series.append([i, ms(median(lat_ours[-50:])), f"{w['rss_mib']:.0f}", f"{w['hwm_mib']:.0f}",
                                f"{p['rss_mib']:.0f}"])  # fmt: skip
         mem_s = time.perf_counter() - mem_started
