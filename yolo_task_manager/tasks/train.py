@@ -91,9 +91,11 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
         torch_device=ctx.torch_device,
         save_dir=str(run_dir / "train"),
     )
-    # Read-only for the child: the dataset, and a model file from outside the run (pretrained/, a tenant's yaml).
+    # Read-only for the child: the dataset's folders, and a model file from outside the run (pretrained/).
     outside = Path(model).is_absolute() and run_dir not in Path(model).parents
-    inputs = [dataset.root, *([Path(model)] if outside else [])]
+    data_path = (dataset.training_data or {}).get("path")
+    roots = {dataset.root, *([Path(data_path)] if isinstance(data_path, str) and Path(data_path).is_dir() else [])}
+    inputs = [*sorted(roots), *([Path(model)] if outside else [])]
     return TrainingSupervisor(ctx, run, lease, job, run_dir, inputs=inputs).supervise()
 
 
