@@ -27,8 +27,8 @@ class Settings:
     """
 
     storage_root: Path = Path("./ytm-data")
-    redis_url: str | None = None
-    database_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # credentials: never in a repr
+    database_url: str | None = field(default=None, repr=False)
     key_prefix: str = "ytm"
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "node")
     global_limit: int | None = None

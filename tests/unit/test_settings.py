@@ -273,3 +273,15 @@ def test_a_bad_sandbox_setting_is_rejected(changes: dict[str, object], field: st
     # Then InvalidInput names the field
     with pytest.raises(InvalidInput, match=field):
         Settings(**changes)  # type: ignore[arg-type]
+
+
+def test_the_repr_of_settings_never_shows_credentials() -> None:
+    # Given settings whose URLs carry passwords
+    settings = Settings(redis_url="redis://:hunter2@h/0", database_url="postgresql+psycopg://u:s3cret@h/db")
+
+    # When they are shown (a log line, a traceback's locals)
+    shown = repr(settings)
+
+    # Then neither password appears, and the URLs are still there to use
+    assert "hunter2" not in shown and "s3cret" not in shown
+    assert settings.redis_url == "redis://:hunter2@h/0"
