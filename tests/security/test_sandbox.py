@@ -38,6 +38,7 @@ from yolo_task_manager.workers.sandbox import (
     SandboxPolicy,
     child_env,
     job_policy,
+    keep_alive,
     request_stop,
     require_sandbox,
     sandbox_available,
@@ -526,7 +527,7 @@ def closed():
         f.write("worker gone")
     os._exit(4)
 signal.signal(signal.SIGUSR1, lambda *_: stopped())
-watch_control({fd}, stopped, closed)
+watch_control({fd}, stopped, closed, silence={silence})
 with open("ready", "w"):
     pass
 time.sleep(60)
@@ -537,7 +538,7 @@ time.sleep(60)
 def stoppable(storage: Storage) -> Iterator[tuple[SandboxedProcess, int]]:
     """A sandboxed child that stops on a request over its control pipe: the job and the pipe's write end."""
     control, request = os.pipe()
-    job = spawn([sys.executable, "-c", STOPPABLE.format(fd=control)], storage.policy(), sandboxed=True,
+    job = spawn([sys.executable, "-c", STOPPABLE.format(fd=control, silence=None)], storage.policy(), sandboxed=True,
                 pass_fds=[control])  # fmt: skip
     os.close(control)
     try:
@@ -577,6 +578,32 @@ def test_a_child_learns_that_its_worker_is_gone_when_the_control_pipe_closes(
     # Then the child notices and leaves
     assert job.wait(30) == 4
     assert (storage.job / "stopped").read_text() == "worker gone"
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_child_that_stops_hearing_from_its_worker_quits_and_keep_alives_hold_it(storage: Storage) -> None:
+    # Given a sandboxed child that quits after 2 s without a word from its worker
+    control, request = os.pipe()
+    job = spawn([sys.executable, "-c", STOPPABLE.format(fd=control, silence=2.0)], storage.policy(), sandboxed=True,
+                pass_fds=[control])  # fmt: skip
+    os.close(control)
+    try:
+        assert _wait_until((storage.job / "ready").exists, 30, job)
+
+        # When the worker says it is alive ten times a second for 3 s, then falls silent (it froze)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            keep_alive(request)
+            time.sleep(0.1)
+        alive_while_heard = job.process.poll() is None
+
+        # Then the child lived while it heard from the worker, and left on its own once it did not
+        assert alive_while_heard
+        assert job.wait(30) == 4
+        assert (storage.job / "stopped").read_text() == "worker gone"
+    finally:
+        os.close(request)
+        job.close()
 
 
 @pytest.mark.usefixtures("bwrap")

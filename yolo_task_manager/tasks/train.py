@@ -90,6 +90,7 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
         data=data,
         torch_device=ctx.torch_device,
         save_dir=str(run_dir / "train"),
+        silence_limit=ctx.settings.lease_ttl,
     )
     # Read-only for the child: the dataset's folders, and a model file from outside the run (pretrained/).
     outside = Path(model).is_absolute() and run_dir not in Path(model).parents

@@ -90,6 +90,9 @@ class TrainingJob:
     """The data.yaml the worker wrote into the run folder."""
     torch_device: str
     save_dir: str
+    silence_limit: float | None = None
+    """Seconds the child trains on without hearing from its worker; then it quits (the worker froze, and
+    another attempt may own the run once the lease expires)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

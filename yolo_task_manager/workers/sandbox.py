@@ -36,8 +36,8 @@ from yolo_task_manager.workers.limits import JobLimits
 from yolo_task_manager.workers.offline import offline_env
 
 __all__ = [
-    "SCRATCH", "SandboxPolicy", "SandboxedProcess", "bwrap_argv", "child_env", "job_policy", "request_stop",
-    "require_sandbox", "sandbox_available", "spawn", "watch_control",
+    "SCRATCH", "SandboxPolicy", "SandboxedProcess", "bwrap_argv", "child_env", "job_policy", "keep_alive",
+    "request_stop", "require_sandbox", "sandbox_available", "spawn", "watch_control",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ _TOPS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _GATE = 'read -r go || exit 125; exec "$@" </dev/null'
 _OUTER_GATE = 'read -r go || exit 125; exec "$@"'  # keeps the gate on stdin for the gate inside bwrap
 _STOP = b"s"
+_ALIVE = b"a"
 _Output = int | IO[bytes] | None
 
 
@@ -329,12 +330,28 @@ def request_stop(control_fd: int) -> None:
         os.write(control_fd, _STOP)
 
 
-def watch_control(control_fd: int, on_stop: Callable[[], None], on_close: Callable[[], None]) -> threading.Thread:
+def keep_alive(control_fd: int) -> None:
+    """Tell a child that runs ``watch_control`` with a ``silence`` limit that its worker still owns the job."""
+    with contextlib.suppress(BrokenPipeError):
+        os.write(control_fd, _ALIVE)
+
+
+def watch_control(
+    control_fd: int,
+    on_stop: Callable[[], None],
+    on_close: Callable[[], None],
+    *,
+    silence: float | None = None,
+) -> threading.Thread:
     """In the child: call ``on_stop`` at each stop request, and ``on_close`` once the worker's end is closed
-    (the worker is gone, or done with the child)."""
+    (the worker is gone, or done with the child) or, given ``silence``, once it has said nothing for that
+    many seconds (the worker froze: another may own the job by now)."""
 
     def run() -> None:
-        while chunk := os.read(control_fd, 64):
+        while not silence or select.select([control_fd], [], [], silence)[0]:
+            chunk = os.read(control_fd, 64)
+            if not chunk:
+                break
             if _STOP in chunk:
                 on_stop()
         on_close()

@@ -25,6 +25,7 @@ from yolo_task_manager.workers.children import start_child
 from yolo_task_manager.workers.context import WorkerContext
 from yolo_task_manager.workers.protocol import (
     EXIT_OK,
+    EXIT_ORPHANED,
     EXIT_STOPPED,
     JOB_FILE,
     CheckpointSaved,
@@ -38,7 +39,7 @@ from yolo_task_manager.workers.protocol import (
     TrainingResult,
     decode,
 )
-from yolo_task_manager.workers.sandbox import SandboxedProcess, request_stop
+from yolo_task_manager.workers.sandbox import SandboxedProcess, keep_alive, request_stop
 
 __all__ = ["Outcome", "TrainingSupervisor"]
 
@@ -184,6 +185,8 @@ class TrainingSupervisor:
         if lost and not self._lease_lost:
             log.error("run %s: %s; abandoning this attempt", self.run.run_id, lost)
             self._lease_lost = lost
+        if not self._lease_lost:
+            keep_alive(self._control)  # a child that stops hearing this quits before another attempt may start
 
     def _receive(self, line: bytes) -> None:
         try:
@@ -243,6 +246,8 @@ class TrainingSupervisor:
             return Outcome(status=RunStatus.FAILED, reason=f"training process terminated unexpectedly by {name}{hint}")
         if code == EXIT_STOPPED:
             return Outcome(status=RunStatus.STOPPED, reason="stopped by user")
+        if code == EXIT_ORPHANED:
+            return Outcome(status=RunStatus.INTERRUPTED, reason="the training stopped hearing from its worker")
         return Outcome(
             status=RunStatus.FAILED,
             reason=f"training process exited with code {code}; see {self.run_dir / 'train.log'}",

@@ -45,7 +45,7 @@ _SAVING = threading.Lock()
 
 
 def _orphaned() -> None:
-    """The worker closed the control pipe without asking for a stop: it is gone. Quit, but never mid-save."""
+    """The worker closed the control pipe, or stopped speaking: it is gone or frozen. Quit, never mid-save."""
     with _SAVING:
         os._exit(EXIT_ORPHANED)
 
@@ -144,6 +144,9 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
     if last.is_file() and ckpt is None and best.is_file():
         # ultralytics strips last.pt only after the final validation: the training had finished.
         emit(LogLine(message=f"training had finished: publishing {best}"))
+        # The attempt that finished may never have reported its last epochs (its worker froze or died).
+        for line in _read_epoch_log(save_dir / EPOCH_LOG):
+            emit(EpochMetrics(epoch=int(line["epoch"]), epochs=int(line["epochs"]), metrics=_floats(line["metrics"])))
         model = YOLO(str(best))
         args = model.ckpt.get("train_args", {}) if model.ckpt else {}
         metrics = _floats(model.ckpt.get("train_metrics") or {})
@@ -228,7 +231,7 @@ def main(argv: list[str]) -> int:
     job = TrainingJob.from_json(Path(argv[1]).read_text())
     out = os.fdopen(int(argv[2]), "w", buffering=1)
     stop = threading.Event()
-    watch_control(int(argv[3]), stop.set, _orphaned)
+    watch_control(int(argv[3]), stop.set, _orphaned, silence=job.silence_limit)
     try:
         return train(job, out, stop)
     except StopRequested:
