@@ -103,6 +103,7 @@ class TrainingSupervisor:
             )  # fmt: skip
         except BaseException:
             os.close(self._control)
+            os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
