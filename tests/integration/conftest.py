@@ -126,6 +126,8 @@ def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path, sh
         tick_interval=0.5,
         stop_grace=20.0,
         shared_data_dirs=shared,
+        # Sandboxed wherever bubblewrap works; CI, which installs it, must not quietly go without.
+        sandbox="on" if os.environ.get("CI") else "auto",
     )
     return Stack(settings, base_checkpoint)
 
