@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -56,6 +57,7 @@ class World:
 
     def __init__(self, tmp: Path, server: EmbeddedRedis, fixtures: Path) -> None:
         self.tmp, self.root = tmp, tmp / "root"
+        self.password = urlsplit(server.url).password or ""
         settings = Settings(storage_root=self.root, redis_url=server.url, key_prefix=f"pe{uuid.uuid4().hex[:8]}")
         storage = LocalFileSystemStorage(self.root)
         self.mgr = YoloTaskManager(storage, default_device="cpu", settings=settings)
@@ -110,12 +112,17 @@ def untouched(world: World) -> Iterator[World]:
     assert [m.name for m in world.mgr.list_models("kim")] == ["kims-model"]
 
 
-def only_package_errors(call: Callable[[], Any]) -> Any:
-    """The call's result, or None when it raised one of the package's errors; anything else fails the test."""
+def answer(call: Callable[[], Any]) -> tuple[Any, YoloTaskManagerError | None]:
+    """(the call's result, None), or (None, the package error it raised); any other exception fails the test."""
     try:
-        return call()
-    except YoloTaskManagerError:
-        return None
+        return call(), None
+    except YoloTaskManagerError as exc:
+        return None, exc
+
+
+def said_clearly(error: YoloTaskManagerError | None, world: World) -> bool:
+    """No error, or one with a message a person can read, that never shows the Redis password."""
+    return error is None or (bool(str(error).strip()) and world.password not in str(error))
 
 
 # -- what the calls are made of --------------------------------------------------------------------------
@@ -195,10 +202,13 @@ def draw_call(data: st.DataObject, world: World, valid: dict[str, Any], hostile:
     return {k: real(world, data.draw(hostile[k], label=k)) if k in chosen else v for k, v in valid.items()}
 
 
-def run(world: World, method: str, data: st.DataObject, valid: dict[str, Any], hostile: dict[str, Any]) -> Any:
+def run(
+    world: World, method: str, data: st.DataObject, valid: dict[str, Any], hostile: dict[str, Any]
+) -> tuple[dict[str, Any], Any, YoloTaskManagerError | None]:
+    """Call ``method`` with drawn arguments: (the arguments, its result, the package error it raised)."""
     kwargs = draw_call(data, world, valid, hostile)
     extra = kwargs.pop("options", {})
-    return only_package_errors(lambda: getattr(world.mgr, method)(**kwargs, **extra))
+    return kwargs, *answer(lambda: getattr(world.mgr, method)(**kwargs, **extra))
 
 
 @examples("train")
@@ -213,7 +223,11 @@ def test_train(untouched: World, data: st.DataObject) -> None:
         "device": DEVICES, "max_duration": st.one_of(st.sampled_from(["2h", "1e400s", "9" * 5000, "-1m"]), ODD),
         "options": st.dictionaries(HYP_NAMES, ODD, max_size=2),
     }  # fmt: skip
-    run(w, "train", data, valid, hostile)
+    kwargs, run_id, error = run(w, "train", data, valid, hostile)
+
+    # Then: a clear error, or a run of the user who asked (never of someone else)
+    assert said_clearly(error, w)
+    assert error is not None or w.mgr.get_run(kwargs["user_id"], run_id).user_id == kwargs["user_id"]
 
 
 @pytest.mark.parametrize("method", ["stop", "resume", "get_run", "get_metrics"])
@@ -221,8 +235,13 @@ def test_run_methods(untouched: World, method: str) -> None:
     @examples(method)
     @given(data=st.data())
     def calls(data: st.DataObject) -> None:
-        run(untouched, method, data, {"user_id": "ivy", "run_id": untouched.ivy_run},
-            {"user_id": IDS, "run_id": RUN_IDS})  # fmt: skip
+        kwargs, result, error = run(untouched, method, data, {"user_id": "ivy", "run_id": untouched.ivy_run},
+                                    {"user_id": IDS, "run_id": RUN_IDS})  # fmt: skip
+        assert said_clearly(error, untouched)
+        if error is None and method == "get_run":  # only the asker's own run is ever shown
+            assert (result.user_id, result.run_id) == ("ivy", untouched.ivy_run)
+        if error is None and method == "stop":  # ivy's queued run stops; nothing else answers
+            assert kwargs["user_id"] == "ivy" and kwargs["run_id"] == untouched.ivy_run
 
     calls()
 
@@ -230,14 +249,20 @@ def test_run_methods(untouched: World, method: str) -> None:
 @examples("list_runs")
 @given(data=st.data())
 def test_list_runs(untouched: World, data: st.DataObject) -> None:
-    run(untouched, "list_runs", data, {"user_id": "ivy", "status": None}, {"user_id": IDS, "status": STATUSES})
+    kwargs, runs, error = run(untouched, "list_runs", data, {"user_id": "ivy", "status": None},
+                              {"user_id": IDS, "status": STATUSES})  # fmt: skip
+    assert said_clearly(error, untouched)
+    assert error is not None or all(r.user_id == kwargs["user_id"] for r in runs)
 
 
 @examples("wait")
 @given(data=st.data())
 def test_wait(untouched: World, data: st.DataObject) -> None:
     valid = {"user_id": "ivy", "run_id": untouched.ivy_run, "timeout": 0, "poll": 0.01}
-    run(untouched, "wait", data, valid, {"user_id": IDS, "run_id": RUN_IDS, "timeout": TIMEOUT_0, "poll": TIMEOUT_0})
+    kwargs, run_, error = run(untouched, "wait", data, valid,
+                              {"user_id": IDS, "run_id": RUN_IDS, "timeout": TIMEOUT_0, "poll": TIMEOUT_0})  # fmt: skip
+    assert said_clearly(error, untouched)
+    assert error is not None or run_.user_id == kwargs["user_id"]
 
 
 def infer_call(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -252,14 +277,19 @@ def infer_call(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
 @examples("infer_async")
 @given(data=st.data())
 def test_infer_async(untouched: World, data: st.DataObject) -> None:
-    run(untouched, "infer_async", data, *infer_call(untouched))
+    _, handle, error = run(untouched, "infer_async", data, *infer_call(untouched))
+
+    # Then: with no worker running, every call ends in a clear error (NoLiveWorker at best), never a handle
+    assert handle is None and error is not None and said_clearly(error, untouched)
 
 
 @examples("infer")
 @given(data=st.data())
 def test_infer(untouched: World, data: st.DataObject) -> None:
     valid, hostile = infer_call(untouched)
-    run(untouched, "infer", data, {**valid, "timeout": 0}, {**hostile, "timeout": st.one_of(st.none(), TIMEOUT_0)})
+    _, predictions, error = run(untouched, "infer", data, {**valid, "timeout": 0},
+                                {**hostile, "timeout": st.one_of(st.none(), TIMEOUT_0)})  # fmt: skip
+    assert predictions is None and error is not None and said_clearly(error, untouched)
 
 
 @examples("export")
@@ -269,7 +299,8 @@ def test_export(untouched: World, data: st.DataObject) -> None:
     hostile = {"user_id": IDS, "model_name": MODEL_NAMES, "device": DEVICES, "timeout": TIMEOUT_0,
                "fmt": st.one_of(st.sampled_from(["torchscript", "engine", "openvino", "tflite", "onnx-"]), ODD),
                "options": EXPORT_OPTS}  # fmt: skip
-    run(untouched, "export", data, valid, hostile)
+    _, path, error = run(untouched, "export", data, valid, hostile)
+    assert path is None and error is not None and said_clearly(error, untouched)
 
 
 AFTER = st.one_of(
@@ -304,20 +335,30 @@ def test_subscribe(untouched: World, data: st.DataObject) -> None:
     hostile = {"user_id": IDS, "run_id": st.one_of(st.none(), RUN_IDS), "after": AFTER, "until_done": ODD,
                "timeout": TIMEOUT_0}  # fmt: skip
     kwargs = draw_call(data, w, valid, hostile)
-    feed = only_package_errors(lambda: w.mgr.subscribe(**kwargs))
+    feed, error = answer(lambda: w.mgr.subscribe(**kwargs))
+    assert said_clearly(error, w)
     if feed is not None and kwargs["user_id"] == "ivy" and kwargs["after"] in (None, ""):
-        only_package_errors(lambda: list(itertools.islice(feed, 1)))  # ivy has history: this read returns at once
+        events, error = answer(lambda: list(itertools.islice(feed, 1)))  # ivy has history: returns at once
+        assert said_clearly(error, w)
+        assert error is not None or all(event.user_id == "ivy" for _, event in events)
 
 
 @examples("list_models")
 @given(user=IDS)
 def test_list_models(untouched: World, user: Any) -> None:
-    only_package_errors(lambda: untouched.mgr.list_models(real(untouched, user)))
+    asked = real(untouched, user)
+    models, error = answer(lambda: untouched.mgr.list_models(asked))
+    assert said_clearly(error, untouched)
+    assert error is not None or all(m.user_id == asked for m in models)
 
 
 @examples("delete_model")
 @given(data=st.data())
 def test_delete_model(untouched: World, data: st.DataObject) -> None:
     names = MODEL_NAMES.filter(lambda v: v != "keep-me")
-    run(untouched, "delete_model", data, {"user_id": "ivy", "model_name": "never-there"},
-        {"user_id": IDS, "model_name": names})  # fmt: skip
+    _, deleted, error = run(untouched, "delete_model", data, {"user_id": "ivy", "model_name": "never-there"},
+                            {"user_id": IDS, "model_name": names})  # fmt: skip
+
+    # Then: nothing was there to delete for anyone asking (kim's model stays: see the fixture)
+    assert said_clearly(error, untouched)
+    assert error is not None or deleted is False
