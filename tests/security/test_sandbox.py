@@ -534,12 +534,13 @@ time.sleep(60)
 """
 
 
-@pytest.fixture
-def stoppable(storage: Storage) -> Iterator[tuple[SandboxedProcess, int]]:
-    """A sandboxed child that stops on a request over its control pipe: the job and the pipe's write end."""
+@contextlib.contextmanager
+def control_child(storage: Storage, silence: float | None = None) -> Iterator[tuple[SandboxedProcess, int]]:
+    """A sandboxed child watching its control pipe (quitting after ``silence`` s without a word): the job and
+    the pipe's write end, once the child is ready."""
     control, request = os.pipe()
-    job = spawn([sys.executable, "-c", STOPPABLE.format(fd=control, silence=None)], storage.policy(), sandboxed=True,
-                pass_fds=[control])  # fmt: skip
+    job = spawn([sys.executable, "-c", STOPPABLE.format(fd=control, silence=silence)], storage.policy(),
+                sandboxed=True, pass_fds=[control])  # fmt: skip
     os.close(control)
     try:
         assert _wait_until((storage.job / "ready").exists, 30, job)
@@ -548,6 +549,13 @@ def stoppable(storage: Storage) -> Iterator[tuple[SandboxedProcess, int]]:
         with contextlib.suppress(OSError):  # closed by the test
             os.close(request)
         job.close()
+
+
+@pytest.fixture
+def stoppable(storage: Storage) -> Iterator[tuple[SandboxedProcess, int]]:
+    """A sandboxed child that stops on a request over its control pipe: the job and the pipe's write end."""
+    with control_child(storage) as child:
+        yield child
 
 
 @pytest.mark.usefixtures("bwrap")
@@ -583,13 +591,7 @@ def test_a_child_learns_that_its_worker_is_gone_when_the_control_pipe_closes(
 @pytest.mark.usefixtures("bwrap")
 def test_a_child_that_stops_hearing_from_its_worker_quits_and_keep_alives_hold_it(storage: Storage) -> None:
     # Given a sandboxed child that quits after 2 s without a word from its worker
-    control, request = os.pipe()
-    job = spawn([sys.executable, "-c", STOPPABLE.format(fd=control, silence=2.0)], storage.policy(), sandboxed=True,
-                pass_fds=[control])  # fmt: skip
-    os.close(control)
-    try:
-        assert _wait_until((storage.job / "ready").exists, 30, job)
-
+    with control_child(storage, silence=2.0) as (job, request):
         # When the worker says it is alive ten times a second for 3 s, then falls silent (it froze)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
@@ -601,16 +603,13 @@ def test_a_child_that_stops_hearing_from_its_worker_quits_and_keep_alives_hold_i
         assert alive_while_heard
         assert job.wait(30) == 4
         assert (storage.job / "stopped").read_text() == "worker gone"
-    finally:
-        os.close(request)
-        job.close()
 
 
 @pytest.mark.usefixtures("bwrap")
 def test_a_signal_to_the_spawned_pid_does_not_reach_the_child_but_ends_the_sandbox(
     stoppable: tuple[SandboxedProcess, int], storage: Storage
 ) -> None:
-    # Given a sandboxed child with a SIGUSR1 handler (what the supervisor sends to ask for a stop today)
+    # Given a sandboxed child with a SIGUSR1 handler (how the supervisor asked for a stop before the control pipe)
     job, _ = stoppable
 
     # When SIGUSR1 goes to the spawned pid, which is bwrap's
