@@ -56,8 +56,8 @@ def found_shapes(label_file: Path, detections: Sequence[Detection], *, min_iou: 
     """
     truth = []
     for line in label_file.read_text().splitlines():
-        cls, x, y, w, h = (float(v) for v in line.split())
-        truth.append((int(cls), (x - w / 2, y - h / 2, x + w / 2, y + h / 2)))
+        cls, *xywhn = (float(v) for v in line.split())
+        truth.append((int(cls), _corners(xywhn)))
     return any(
         d.class_id == cls and _iou(_corners(d.box_xywhn), box) >= min_iou for d in detections for cls, box in truth
     )
