@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--unauthenticated-api", action="store_true", help="serve Flower's HTTP API without login (trusted networks)"
     )
 
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics: runs, queues, workers, progress, inference")
+    metrics.add_argument("--port", type=int, default=9108)
+    metrics.add_argument("--address", default="127.0.0.1")
+
     def user_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--user", required=True)
@@ -143,6 +147,14 @@ def _flower(args: argparse.Namespace, settings: Settings) -> int:
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     argv = [sys.executable, "-m", "celery", "flower", f"--port={args.port}", f"--address={args.address}"]
     os.execve(sys.executable, argv, env)
+
+
+def _metrics(args: argparse.Namespace, settings: Settings) -> int:
+    from yolo_task_manager.exporter import serve
+
+    _say(f"Prometheus metrics on http://{args.address}:{args.port}/metrics")
+    serve(settings, args.address, args.port)
+    return EXIT_OK
 
 
 def _is_loopback(address: str) -> bool:
@@ -319,8 +331,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {
-    "demo": _demo, "worker": _worker, "flower": _flower, "runs": _runs, "models": _models, "train": _train,
-    "stop": _stop_or_resume, "resume": _stop_or_resume, "logs": _logs, "infer": _infer, "export": _export,
+    "demo": _demo, "worker": _worker, "flower": _flower, "metrics": _metrics, "runs": _runs, "models": _models,
+    "train": _train, "stop": _stop_or_resume, "resume": _stop_or_resume, "logs": _logs, "infer": _infer,
+    "export": _export,
 }  # fmt: skip
 
 if __name__ == "__main__":

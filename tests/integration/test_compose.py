@@ -25,6 +25,7 @@ EXPECTED_SERVICES = {
     "redis",
     "postgres",
     "flower",
+    "metrics",
     "worker-gpu0",
     "worker-gpu1",
     "worker-cpu",
@@ -236,7 +237,7 @@ def test_every_ytm_command_in_the_compose_file_parses(
     from yolo_task_manager.cli import build_parser
 
     commands = {name: command_of(s) for name, s in ytm_services(services).items()}
-    assert {"flower", "worker-gpu0", "worker-gpu1", "worker-cpu"} <= set(commands)
+    assert {"flower", "metrics", "worker-gpu0", "worker-gpu1", "worker-cpu"} <= set(commands)
 
     for name, command in commands.items():
         # When it parses the command compose would pass to `ytm`

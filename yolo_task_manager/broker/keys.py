@@ -63,3 +63,8 @@ class Keys:
     def fairness(self) -> str:
         """Hash user_id -> turn of that user's last dispatch (round robin)."""
         return f"{self.prefix}:dispatch:last-turn"
+
+    @property
+    def inference_stats(self) -> str:
+        """Hash of inference request counts and latencies (``broker.usage``)."""
+        return f"{self.prefix}:stats:inference"

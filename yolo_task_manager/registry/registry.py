@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from sqlalchemy import create_engine, event, insert, or_, select, update
+from sqlalchemy import create_engine, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine, ExceptionContext, Row, make_url
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -236,6 +236,22 @@ class Registry:
         query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
         with self.engine.connect() as conn:
             return [(r.from_status, r.to_status, r.reason, _utc(r.at)) for r in conn.execute(query)]
+
+    def count_runs(self) -> list[tuple[str, str, int]]:
+        """(status, user_id, how many runs) for every pair that has runs: one grouped query, for monitoring."""
+        query = select(runs.c.status, runs.c.user_id, func.count()).group_by(runs.c.status, runs.c.user_id)
+        with self.engine.connect() as conn:
+            return [(status, user, int(n)) for status, user, n in conn.execute(query)]
+
+    def count_waiting(self) -> dict[str, int]:
+        """Device -> how many runs wait to be dispatched to it."""
+        query = (
+            select(runs.c.device, func.count())
+            .where(runs.c.status == S.QUEUED.value, runs.c.queue.is_(None))
+            .group_by(runs.c.device)
+        )
+        with self.engine.connect() as conn:
+            return {device: int(n) for device, n in conn.execute(query)}
 
 
 def _translate_error(context: ExceptionContext) -> Exception | None:
