@@ -272,3 +272,13 @@ def test_image_runs_ytm_as_a_non_root_user() -> None:
     # Then the container runs `ytm` (so compose commands are ytm subcommands) and not as root
     assert entrypoint is not None and yaml.safe_load(entrypoint) == ["ytm"]
     assert user is not None and user.split(":")[0] not in {"root", "0"}
+
+
+def test_image_installs_every_export_format_and_can_build_from_a_wheelhouse() -> None:
+    # Given the Dockerfile's install step
+    text = DOCKERFILE.read_text()
+    install = next(line for line in text.splitlines() if "&& pip install" in line)
+    # Then it installs the ONNX and OpenVINO export extras, and pip reads only the wheelhouse when given one
+    extras = install.split("[", 1)[1].split("]", 1)[0].split(",")
+    assert {"postgres", "onnx", "openvino"} <= set(extras)
+    assert "ARG WHEELHOUSE" in text and "--no-index --find-links" in text
