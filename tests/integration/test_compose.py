@@ -282,3 +282,14 @@ def test_image_installs_every_export_format_and_can_build_from_a_wheelhouse() ->
     extras = install.split("[", 1)[1].split("]", 1)[0].split(",")
     assert {"postgres", "onnx", "openvino"} <= set(extras)
     assert "ARG WHEELHOUSE" in text and "--no-index --find-links" in text
+
+
+def test_flower_keeps_its_history_on_its_own_volume_and_asks_for_a_login(services: dict[str, dict[str, Any]]) -> None:
+    # Given the Flower service as compose resolves it
+    flower = services["flower"]
+    env = flower["environment"]
+    # Then it is persistent, its database lies on a volume of its own, and its login comes from the environment
+    assert env["FLOWER_PERSISTENT"] == "true"
+    mounts = {str(v).split(":")[1] if isinstance(v, str) else v["target"]: v for v in flower["volumes"]}
+    assert env["FLOWER_DB"].startswith("/flower/") and "/flower" in mounts
+    assert "FLOWER_BASIC_AUTH" in env
