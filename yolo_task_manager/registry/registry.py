@@ -21,7 +21,8 @@ from yolo_task_manager.errors import (
     YoloTaskManagerError,
 )
 from yolo_task_manager.redact import mask_url, redact
-from yolo_task_manager.registry.tables import metadata, metrics, run_events, runs
+from yolo_task_manager.registry.schema import upgrade
+from yolo_task_manager.registry.tables import metrics, run_events, runs
 from yolo_task_manager.values import Run, RunSpec, RunStatus
 
 __all__ = ["ALLOWED", "Registry"]
@@ -72,7 +73,7 @@ class Registry:
         # A forked child (a pre-fork web server) must open its own connections.
         os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
         try:
-            metadata.create_all(self.engine)
+            upgrade(self.engine)
         except YoloTaskManagerError as exc:
             self.engine.dispose()
             raise type(exc)(f"cannot open the registry database {mask_url(url)}: {exc}") from None
