@@ -65,6 +65,12 @@ class Settings:
     ``YTM_FILE_MODE`` is octal (``0660``)."""
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     """Inference refuses an image whose header declares more pixels, before decoding it."""
+    redis_patience: float = 60.0
+    """Seconds a feed (``subscribe()``, SSE) keeps reconnecting to a Redis that is away, delivering what the
+    registry holds meanwhile, before it raises ``BrokerUnavailable``."""
+    sse_keepalive: float = 15.0
+    """Seconds of quiet after which an SSE stream sends a ``: keep-alive`` comment (so proxies keep it open
+    and the server notices a client that left)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
@@ -87,6 +93,10 @@ class Settings:
         pixels = self.max_image_pixels
         if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
             raise InvalidInput(f"max_image_pixels must be a positive integer, got {pixels!r}")
+        for name in ("redis_patience", "sse_keepalive"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+                raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
         if self.heartbeat_interval * 2 > self.lease_ttl:
             raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")
 

@@ -6,6 +6,7 @@ keeps the lease alive, enforces stop and time limits (then kills the group), and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -20,6 +21,7 @@ from typing import Any
 import redis
 
 from yolo_task_manager.broker.lease import Lease
+from yolo_task_manager.errors import DatabaseUnavailable
 from yolo_task_manager.values import EventType, Run, RunStatus
 from yolo_task_manager.workers.children import start_child
 from yolo_task_manager.workers.context import WorkerContext
@@ -216,13 +218,16 @@ class TrainingSupervisor:
             self._error = message
 
     def _flush(self) -> None:
-        """Publish queued events in order; on a Redis outage keep them for the next try."""
+        """Publish queued events in order. Each is stored once (the bus pushes it to Redis when Redis is back);
+        a registry outage keeps the rest for the next try."""
         while self._outbox:
             try:
                 self.ctx.bus.publish(self.run.run_id, self.run.user_id, **self._outbox[0])
-            except redis.exceptions.ConnectionError:
+            except DatabaseUnavailable:
                 return
             self._outbox.pop(0)
+        with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            self.ctx.bus.push()
 
     def _classify(self, code: int | None, out_of_memory: bool) -> Outcome:
         if self._lease_lost:
@@ -254,4 +259,3 @@ class TrainingSupervisor:
             status=RunStatus.FAILED,
             reason=f"training process exited with code {code}; see {self.run_dir / 'train.log'}",
         )
-
