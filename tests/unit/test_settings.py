@@ -285,3 +285,17 @@ def test_the_repr_of_settings_never_shows_credentials() -> None:
     # Then neither password appears, and the URLs are still there to use
     assert "hunter2" not in shown and "s3cret" not in shown
     assert settings.redis_url == "redis://:hunter2@h/0"
+
+
+def test_redis_patience_and_sse_keepalive_come_from_the_environment_and_must_be_positive() -> None:
+    # Given YTM_REDIS_PATIENCE and YTM_SSE_KEEPALIVE
+    settings = Settings.from_env({"YTM_REDIS_PATIENCE": "120", "YTM_SSE_KEEPALIVE": "2.5"})
+
+    # Then they are read as seconds, the defaults are documented ones, and nonsense is refused with the name
+    assert (settings.redis_patience, settings.sse_keepalive) == (120.0, 2.5)
+    assert (Settings().redis_patience, Settings().sse_keepalive) == (60.0, 15.0)
+    for bad in (0, -1, float("nan"), True):
+        with pytest.raises(InvalidInput, match="redis_patience"):
+            Settings(redis_patience=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="sse_keepalive"):
+            Settings(sse_keepalive=bad)  # type: ignore[arg-type]

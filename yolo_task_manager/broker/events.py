@@ -57,7 +57,13 @@ class EventBus:
     durable record), then pushed to the run's and the user's Redis streams and channels (the fast path)."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, event_log: EventLog, *, run_maxlen: int = 100_000, user_maxlen: int = 100_000
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        event_log: EventLog,
+        *,
+        run_maxlen: int = 100_000,
+        user_maxlen: int = 100_000,
     ):
         self.client = client
         self.keys = keys
