@@ -1,4 +1,4 @@
-"""The durable event log: each run's events, numbered per run by the insert that stores them.
+"""The durable event log: each run's events, numbered per run (``registry.event_log``).
 
 Revision ID: 0002
 Revises: 0001
@@ -30,5 +30,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_ytm_events_run_type_epoch", "ytm_events")
+    op.drop_index("ix_ytm_events_run_type_epoch", table_name="ytm_events")
     op.drop_table("ytm_events")
