@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 from fakes import FakeClock
 
-from yolo_task_manager.broker.dispatch import Dispatcher
+from yolo_task_manager.scheduling import Dispatcher
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.settings import Settings
