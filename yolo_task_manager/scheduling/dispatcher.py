@@ -83,8 +83,9 @@ class Dispatcher:
         self._explained_at = -math.inf
 
     def live_queues(self) -> list[str]:
-        """Queues whose worker beat within three ticks."""
-        return self.presence.live(3 * self.settings.tick_interval, now=self._now().timestamp())
+        """Queues whose worker beat within three ticks (and within a lease TTL: silent that long, it is gone)."""
+        max_age = min(3 * self.settings.tick_interval, self.settings.lease_ttl)
+        return self.presence.live(max_age, now=self._now().timestamp())
 
     def requeue(self, run_id: str) -> None:
         """Send an interrupted run back to the queue (or end it: see ``Recovery.requeue``)."""

@@ -1,0 +1,166 @@
+"""The ring of users with waiting runs, the queued-runs limit, and opening a database from before both."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from yolo_task_manager.devices import device_matches
+from yolo_task_manager.errors import InvalidInput, LimitExceeded
+from yolo_task_manager.registry import Registry
+from yolo_task_manager.scheduling.policy import jain_index, requests_served_by
+from yolo_task_manager.settings import Settings
+from yolo_task_manager.values import Run, RunSpec, RunStatus
+
+S = RunStatus
+
+
+def _spec(user_id: str, n: int) -> RunSpec:
+    return RunSpec(user_id=user_id, run_name=f"r{n}", base_model="yolov8n.yaml", dataset_dir="/d", task="detect",
+                   epochs=1, device="cpu")  # fmt: skip
+
+
+def test_users_join_the_ring_in_arrival_order_and_go_to_the_back_when_served(
+    registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given alice, bob and carol queue runs in that order
+    alices = [create_run(user_id="alice") for _ in range(2)]
+    create_run(user_id="bob")
+    create_run(user_id="carol")
+    assert [u for u, _ in registry.waiting_users(10)] == ["alice", "bob", "carol"]
+
+    # When alice's first run is dispatched, then bob's only run
+    registry.mark_dispatched(alices[0].run_id, "cpu.n1")
+    bobs = registry.list_runs("bob")[0]
+    registry.mark_dispatched(bobs.run_id, "cpu.n2")
+
+    # Then alice (one run left) goes behind carol, and bob leaves the ring
+    assert [u for u, _ in registry.waiting_users(10)] == ["carol", "alice"]
+    # And a page of the ring is a page
+    assert [u for u, _ in registry.waiting_users(1, offset=1)] == ["alice"]
+
+
+def test_a_run_back_in_the_queue_puts_its_user_back_at_their_old_turn(
+    registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given bob was served after alice, and both have left the ring
+    a, b = create_run(user_id="alice"), create_run(user_id="bob")
+    registry.mark_dispatched(a.run_id, "cpu.n1")
+    registry.mark_dispatched(b.run_id, "cpu.n2")
+    assert registry.waiting_users(10) == []
+
+    # When bob's run goes back to the queue (its worker was gone), then alice's
+    registry.record_transition(b.run_id, S.QUEUED, attempt=1)
+    registry.record_transition(a.run_id, S.QUEUED, attempt=1)
+
+    # Then alice, served longer ago, is first again
+    assert [u for u, _ in registry.waiting_users(10)] == ["alice", "bob"]
+
+
+def test_queued_runs_past_the_limit_are_refused_and_nothing_is_written(
+    registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given alice has two runs queued, the limit
+    first = registry.create_run(_spec("alice", 1), max_waiting=2)
+    registry.create_run(_spec("alice", 2), max_waiting=2)
+
+    # When she queues a third
+    with pytest.raises(LimitExceeded) as info:
+        registry.create_run(_spec("alice", 3), max_waiting=2)
+
+    # Then it is refused, saying what to do, and no trace of it is left
+    assert "max_queued_per_user=2" in str(info.value) and "stop()" in str(info.value)
+    assert [r.run_name for r in registry.list_runs("alice")] == ["r1", "r2"]
+    assert [u for u, _ in registry.waiting_users(10)] == ["alice"]
+    # And bob is not affected, and alice may queue again once one of hers has been dispatched
+    registry.create_run(_spec("bob", 1), max_waiting=2)
+    registry.mark_dispatched(first.run_id, "cpu.n1")
+    assert registry.create_run(_spec("alice", 3), max_waiting=2).status is S.QUEUED
+
+
+def test_a_database_from_before_gets_the_counters_the_indexes_and_the_ring(tmp_path: Path) -> None:
+    # Given a SQLite registry as the previous version left it: no counter columns, no new indexes, no ring,
+    # and two of alice's runs and one of bob's queued
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    registry = Registry(url)
+    for user, n in (("alice", 1), ("alice", 2), ("bob", 1)):
+        registry.create_run(_spec(user, n))
+    registry.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP TABLE ytm_user_turns")
+        conn.execute("DROP INDEX ix_ytm_runs_status_user_created")
+        conn.execute("DROP INDEX ix_ytm_runs_status_device")
+        conn.execute("ALTER TABLE ytm_runs DROP COLUMN failed_attempts")
+        conn.execute("ALTER TABLE ytm_runs DROP COLUMN worker_losses")
+
+    # When this version opens it
+    reopened = Registry(url)
+
+    # Then the runs read with zero counters, the ring holds both users with their counts, and dispatch works
+    runs = reopened.list_runs()
+    assert [(r.failed_attempts, r.worker_losses) for r in runs] == [(0, 0)] * 3
+    assert sorted(u for u, _ in reopened.waiting_users(10)) == ["alice", "bob"]
+    assert reopened.mark_dispatched(runs[0].run_id, "cpu.n1") == 1
+    assert [r.run_name for r in reopened.waiting_runs("alice", ["cpu"], 10)] == ["r2"]
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(ytm_runs)")}
+    assert {"ix_ytm_runs_status_user_created", "ix_ytm_runs_status_device"} <= indexes
+    reopened.close()
+
+
+def test_waiting_runs_gives_a_user_s_oldest_runs_for_the_devices_asked_with_a_limit(
+    registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given alice's runs for cpu, cuda:1 and auto, and bob's
+    ids = [create_run(user_id="alice", device=d).run_id for d in ("cpu", "cuda:1", "auto", "cpu")]
+    create_run(user_id="bob", device="cpu")
+
+    # When her runs a CPU queue may take are read, two at most
+    got = registry.waiting_runs("alice", sorted(requests_served_by("cpu.n1")), 2)
+
+    # Then they are her two oldest CPU-or-auto runs
+    assert [r.run_id for r in got] == [ids[0], ids[2]]
+
+
+QUEUES = ["cpu.n1", "gpu.n1.0", "gpu.n2.1", "gpu.n1.10"]
+REQUESTS = ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:10", *QUEUES, "gpu.n9.0"]
+
+
+@pytest.mark.parametrize(("request_", "queue"), list(itertools.product(REQUESTS, QUEUES)))
+def test_the_requests_a_queue_serves_are_exactly_those_device_matches_allows(request_: str, queue: str) -> None:
+    # Given a device request and a queue
+    # When the dispatcher asks which requests the queue serves
+    # Then it agrees with device_matches, which the policy uses
+    assert (request_ in requests_served_by(queue)) is device_matches(request_, queue)
+
+
+def test_jain_index_is_one_for_equal_shares_and_one_over_n_for_one_user() -> None:
+    # Given equal shares, one user with everything, and something between
+    # When Jain's index is computed
+    # Then it is 1, 1/n, and in between
+    assert jain_index([3, 3, 3, 3]) == pytest.approx(1.0)
+    assert jain_index([10, 0, 0, 0, 0]) == pytest.approx(0.2)
+    assert 0.2 < jain_index([5, 1, 1, 1, 1]) < 1.0
+
+
+def test_the_limits_on_attempts_losses_and_queued_runs_are_read_from_the_environment() -> None:
+    # Given the three variables set
+    env = {"YTM_MAX_ATTEMPTS": "5", "YTM_MAX_WORKER_LOSSES": "80", "YTM_MAX_QUEUED_PER_USER": "100"}
+
+    # When settings are read
+    settings = Settings.from_env(env)
+
+    # Then they hold, and the defaults retry three failures and fifty lost workers with no queue limit
+    assert (settings.max_attempts, settings.max_worker_losses, settings.max_queued_per_user) == (5, 80, 100)
+    default = Settings.from_env({})
+    assert (default.max_attempts, default.max_worker_losses, default.max_queued_per_user) == (3, 50, None)
+
+
+@pytest.mark.parametrize("field", ["max_attempts", "max_worker_losses", "max_queued_per_user"])
+def test_a_limit_below_one_is_refused(field: str) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        Settings(**{field: 0})
