@@ -28,7 +28,6 @@ import time
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from _common import BASE_MODEL, Bench, fmt_table, percentile, print_header
@@ -145,8 +144,9 @@ def fairness(bench: Bench, args: argparse.Namespace, dataset: str) -> list[list[
         return [counts[u] for u in everyone]
 
     top = max(volumes, key=volumes.__getitem__)
+    heaviest = volumes[top] / len(owners)
     return [
-        ["submissions (users, heaviest user's share)", f"{len(owners)} ({args.users}, {volumes[top] / len(owners):.1%})"],
+        ["submissions (users, heaviest user's share)", f"{len(owners)} ({args.users}, {heaviest:.1%})"],
         ["ours: Jain's index, first 1,000 dispatches", f"{jain_index(shares(ours)):.3f}"],
         ["ours: users served / heaviest user's dispatches", f"{len(set(ours))} / {Counter(ours)[top]}"],
         ["FIFO (one Celery queue): Jain's index", f"{jain_index(shares(fifo)):.3f}"],
