@@ -164,3 +164,16 @@ def test_the_limits_on_attempts_losses_and_queued_runs_are_read_from_the_environ
 def test_a_limit_below_one_is_refused(field: str) -> None:
     with pytest.raises(InvalidInput, match=field):
         Settings(**{field: 0})
+
+
+def test_waiting_devices_lists_each_device_request_of_queued_runs_once(
+    registry: Registry, create_run: Callable[..., Run]
+) -> None:
+    # Given queued runs for cpu (three), cuda:1 and auto, and a dispatched one for cuda:7
+    for device in ("cpu", "cuda:1", "cpu", "auto", "cpu"):
+        create_run(device=device)
+    registry.mark_dispatched(create_run(device="cuda:7").run_id, "gpu.n1.7")
+
+    # When the waiting devices are read
+    # Then each queued request appears once, sorted
+    assert registry.waiting_devices() == ["auto", "cpu", "cuda:1"]

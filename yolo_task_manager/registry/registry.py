@@ -151,10 +151,11 @@ class Registry:
             return [_to_run(row) for row in conn.execute(query)]
 
     def waiting_devices(self) -> list[str]:
-        """The device requests of queued runs (an index-only read of ``(status, device)``)."""
-        query = select(runs.c.device).where(runs.c.status == S.QUEUED.value).distinct()
+        """The device requests of queued runs: one index step on ``(status, device)`` per distinct request (a
+        skip scan), not one per run."""
         with self.engine.connect() as conn:
-            return sorted(conn.execute(query).scalars())
+            found = conn.execute(_SKIP_SCAN_DEVICES, {"status": S.QUEUED.value}).scalars()
+            return sorted(d for d in found if d is not None)
 
     def list_runs(self, user_id: str | None = None, statuses: Iterable[RunStatus] | None = None) -> list[Run]:
         query = select(runs).order_by(runs.c.created_at, runs.c.run_id)
@@ -260,6 +261,19 @@ class Registry:
         query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
         with self.engine.connect() as conn:
             return [(r.from_status, r.to_status, r.reason, _utc(r.at)) for r in conn.execute(query)]
+
+
+_SKIP_SCAN_DEVICES = text(
+    f"""
+    WITH RECURSIVE d(device) AS (
+        SELECT min(device) FROM {runs.name} WHERE status = :status
+        UNION ALL
+        SELECT (SELECT min(device) FROM {runs.name} WHERE status = :status AND device > d.device)
+        FROM d WHERE d.device IS NOT NULL
+    )
+    SELECT device FROM d
+    """
+)
 
 
 def _move_in_ring(conn: Connection, user_id: str, before: str, to: RunStatus) -> None:
