@@ -47,16 +47,16 @@ class WorkerPresence:
         score = self.client.zscore(self.keys.workers, queue)
         return None if score is None else float(score)
 
-    def live(self, max_age: float, now: float | None = None) -> list[str]:
-        """Queues whose worker beat within ``max_age`` seconds, sorted."""
+    def live(self, max_age: float, now: float | None = None, *, prune_after: float | None = None) -> list[str]:
+        """Queues whose worker beat within ``max_age`` seconds, sorted; first forget those silent for
+        ``prune_after`` seconds (``worker_seen`` still says when they left). One round trip."""
         now = time.time() if now is None else now
-        members: list[bytes | str] = self.client.zrangebyscore(self.keys.workers, now - max_age, "+inf")  # type: ignore[assignment]
+        pipe = self.client.pipeline(transaction=False)
+        if prune_after is not None:
+            pipe.zremrangebyscore(self.keys.workers, "-inf", f"({now - prune_after}")
+        pipe.zrangebyscore(self.keys.workers, now - max_age, "+inf")
+        members: list[bytes | str] = pipe.execute()[-1]
         return sorted(_text(q) for q in members)
-
-    def prune(self, older_than: float, now: float | None = None) -> int:
-        """Forget workers silent for ``older_than`` seconds (``worker_seen`` still says when they left)."""
-        now = time.time() if now is None else now
-        return int(self.client.zremrangebyscore(self.keys.workers, "-inf", f"({now - older_than}"))
 
     def last_seen(self) -> dict[str, float]:
         """Queue -> when its worker was last present, for every queue ever served."""

@@ -278,12 +278,12 @@ _SKIP_SCAN_DEVICES = text(
 
 def _move_in_ring(conn: Connection, user_id: str, before: str, to: RunStatus) -> None:
     """Keep the user's waiting count and turn in step with the run's move, in the same transaction."""
-    if before == S.QUEUED.value:
+    if to is S.DISPATCHED:  # from queued, the one way
+        ring.dispatched(conn, user_id)
+    elif before == S.QUEUED.value:
         ring.leave(conn, user_id)
-    if to is S.QUEUED:
+    elif to is S.QUEUED:
         ring.enter(conn, user_id, _now())
-    if to is S.DISPATCHED:
-        ring.take_turn(conn, user_id)
 
 
 _ADDED_COLUMNS = ("failed_attempts", "worker_losses")

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from yolo_task_manager.registry.tables import runs, user_turns
 
-__all__ = ["enter", "leave", "rebuild_if_empty", "take_turn", "waiting_count"]
+__all__ = ["dispatched", "enter", "leave", "rebuild_if_empty", "waiting_count"]
 
 _T = user_turns.c
 
@@ -53,13 +53,20 @@ def leave(conn: Connection, user_id: str) -> None:
     )
 
 
-def take_turn(conn: Connection, user_id: str) -> None:
-    """The user was just served: they go to the back of the ring (after ``leave``, so the count is current)."""
-    turn = conn.execute(select(func.coalesce(func.max(_T.last_turn), 0) + 1)).scalar_one()
+def dispatched(conn: Connection, user_id: str) -> None:
+    """One of the user's runs was just served: ``leave``, and the user takes the next turn, so that they go to
+    the back of the ring. One statement: the turn is read from the index on ``last_turn`` as it was."""
+    turn = select(func.coalesce(func.max(_T.last_turn), 0) + 1).scalar_subquery()
+    more = _T.waiting > 1
     conn.execute(
         update(user_turns)
         .where(_T.user_id == user_id)
-        .values(last_turn=turn, turn=case((_T.waiting > 0, turn), else_=None))
+        .values(
+            waiting=case((_T.waiting > 0, _T.waiting - 1), else_=0),
+            last_turn=turn,
+            turn=case((more, turn), else_=None),
+            waiting_since=case((more, _T.waiting_since), else_=None),
+        )
     )
 
 

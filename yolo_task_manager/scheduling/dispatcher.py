@@ -38,7 +38,7 @@ _EXPLAIN_EVERY = 60.0
 """Seconds between rewrites of "no live worker serves device ..." reasons (their text changes by the minute),
 unless the set of live queues changes."""
 _EXPLAIN_BATCH = 500
-"""Reasons rewritten per device and tick at most; the next tick goes on."""
+"""Reasons rewritten per device and pass at most; the next pass, a tick later, goes on."""
 
 
 def _utcnow() -> datetime:
@@ -80,12 +80,15 @@ class Dispatcher:
         self._clock = clock
         self._now = now
         self._explained: tuple[str, ...] | None = None  # the live queues when reasons were last rewritten
+        self._explained_complete = False  # whether that pass rewrote every stale reason
         self._explained_at = -math.inf
 
-    def live_queues(self) -> list[str]:
-        """Queues whose worker beat within three ticks (and within a lease TTL: silent that long, it is gone)."""
+    def live_queues(self, *, prune: bool = False) -> list[str]:
+        """Queues whose worker beat within three ticks (and within a lease TTL: silent that long, it is gone);
+        ``prune`` first forgets workers silent for a lease TTL and three ticks more."""
         max_age = min(3 * self.settings.tick_interval, self.settings.lease_ttl)
-        return self.presence.live(max_age, now=self._now().timestamp())
+        prune_after = self.settings.lease_ttl + 3 * self.settings.tick_interval if prune else None
+        return self.presence.live(max_age, now=self._now().timestamp(), prune_after=prune_after)
 
     def requeue(self, run_id: str) -> None:
         """Send an interrupted run back to the queue (or end it: see ``Recovery.requeue``)."""
@@ -97,11 +100,12 @@ class Dispatcher:
         if not lock.acquire(blocking=False):
             return []  # another process is dispatching; the next tick will see what it left
         try:
-            self.presence.prune(self.settings.lease_ttl + 3 * self.settings.tick_interval, self._now().timestamp())
-            live = self.live_queues()
-            self.recovery.recover(self.registry.list_runs(statuses=[S.DISPATCHED, S.RUNNING, S.INTERRUPTED]))
+            live = self.live_queues(prune=True)
+            started = self.registry.list_runs(statuses=[S.DISPATCHED, S.RUNNING, S.INTERRUPTED])
+            if self.recovery.recover(started):
+                started = self.registry.list_runs(statuses=[S.DISPATCHED, S.RUNNING])
             self._explain_unserved(live)
-            return self._dispatch(live, self.registry.list_runs(statuses=[S.DISPATCHED, S.RUNNING]))
+            return self._dispatch(live, [r for r in started if r.status in (S.DISPATCHED, S.RUNNING)])
         finally:
             try:
                 lock.release()
@@ -170,7 +174,10 @@ class Dispatcher:
 
     def _explain_unserved(self, live: Sequence[str]) -> None:
         """Say in the reason of each waiting run that no live worker serves its device, and since when."""
-        if tuple(live) == self._explained and self._clock() - self._explained_at < _EXPLAIN_EVERY:
+        # Due when the live workers changed, a minute after a complete pass, a tick after a partial one: a
+        # producer calling train() many times a second pays for one batch per tick at most.
+        every = _EXPLAIN_EVERY if self._explained_complete else self.settings.tick_interval
+        if tuple(live) == self._explained and self._clock() - self._explained_at < every:
             return
         unserved = [d for d in self.registry.waiting_devices() if not any(device_matches(d, q) for q in live)]
         seen = self.presence.last_seen() if unserved else {}
@@ -182,8 +189,7 @@ class Dispatcher:
             reason = f"waiting: no live worker serves device {device!r} ({when}); start `ytm worker --device ...`"
             if self.registry.explain_waiting(device, reason, limit=_EXPLAIN_BATCH) >= _EXPLAIN_BATCH:
                 complete = False
-        self._explained = tuple(live) if complete else None
-        self._explained_at = self._clock()
+        self._explained, self._explained_complete, self._explained_at = tuple(live), complete, self._clock()
 
 
 def _ago(seconds: float) -> str:

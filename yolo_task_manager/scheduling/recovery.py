@@ -69,19 +69,28 @@ class Recovery:
         self._now = now
         self._uptime = uptime
 
-    def recover(self, runs: Iterable[Run]) -> None:
-        """Look at each dispatched, running or interrupted run once."""
-        trusted = self._uptime() >= self.settings.lease_ttl  # else a missing key is no evidence
+    def recover(self, runs: Iterable[Run]) -> bool:
+        """Look at each dispatched, running or interrupted run once; return whether any of them moved."""
+        uptime: list[float] = []
+
+        def trusted() -> bool:  # a missing key is evidence only once Redis has been up for a lease TTL
+            if not uptime:
+                uptime.append(self._uptime())
+            return uptime[0] >= self.settings.lease_ttl
+
+        moved = False
         for run in runs:
             try:
                 if run.status is S.INTERRUPTED:  # its requeue was cut short
                     self.requeue(run.run_id)
-                elif run.status is S.RUNNING and trusted:
-                    self._recover_running(run)
+                    moved = True
+                elif run.status is S.RUNNING:
+                    moved |= self._recover_running(run, trusted)
                 elif run.status is S.DISPATCHED:
-                    self._recover_dispatched(run, trusted)
+                    moved |= self._recover_dispatched(run, trusted)
             except InvalidTransition:
-                pass  # it moved on while we looked: nothing to recover
+                moved = True  # it moved on while we looked: nothing to recover
+        return moved
 
     def requeue(self, run_id: str) -> None:
         """Send an interrupted run back to the queue; end it stopped if its user asked, or failed when it has
@@ -96,28 +105,31 @@ class Recovery:
         else:
             self._transition(run_id, S.QUEUED, reason=f"requeued to resume from last.pt ({run.reason})")
 
-    def _recover_running(self, run: Run) -> None:
-        if lease_held(self.client, self.keys, run.run_id):
-            return
+    def _recover_running(self, run: Run, trusted: Callable[[], bool]) -> bool:
+        if lease_held(self.client, self.keys, run.run_id) or not trusted():
+            return False
         now = self._now()
         if run.started_at is not None and (now - run.started_at).total_seconds() < self.settings.lease_ttl:
-            return  # its lease was taken before it started: missing this soon, it is being released
+            return False  # its lease was taken before it started: missing this soon, it is being released
         reason = f"worker lost: its lease on queue {run.queue} expired (no heartbeat for {self.settings.lease_ttl:g}s)"
         log.warning("run %s: %s; requeueing", run.run_id, reason)
         self._transition(
             run.run_id, S.INTERRUPTED, reason=reason, attempt=run.attempt, worker_losses=run.worker_losses + 1
         )
         self.requeue(run.run_id)
+        return True
 
-    def _recover_dispatched(self, run: Run, trusted: bool) -> None:
+    def _recover_dispatched(self, run: Run, trusted: Callable[[], bool]) -> bool:
         now = self._now()
         waited = (now - (run.dispatched_at or now)).total_seconds()
         last = self.presence.last_beat(run.queue or "")
-        if trusted and (last is None or now.timestamp() - last > self.settings.lease_ttl):
+        silent = last is None or now.timestamp() - last > self.settings.lease_ttl
+        if silent and trusted():
             reason = f"worker for queue {run.queue} is gone"
         elif waited > self.settings.dispatch_timeout:
             reason = f"not started {waited:.0f}s after dispatch to {run.queue}; the message is presumed lost"
         else:
-            return
+            return False
         self._transition(run.run_id, S.QUEUED, reason=reason, attempt=run.attempt)
         log.warning("run %s: %s; dispatching again", run.run_id, reason)
+        return True
