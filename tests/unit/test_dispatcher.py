@@ -686,3 +686,27 @@ def test_waiting_reasons_are_rewritten_when_the_live_workers_change_not_on_every
 
     # Then the waiting devices were read only on the change and after the minute
     assert len(reads) == 2
+
+
+def test_a_run_is_requeued_at_the_first_tick_after_its_lease_expires_not_a_ttl_later(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    redis_client: fakeredis.FakeRedis,
+    keys: Keys,
+    settings: Settings,
+    clock: FakeClock,
+) -> None:
+    # Given a run training for a while, whose worker holds its lease at the first tick
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl * 10)
+    redis_client.set(keys.lease(run.run_id), "1")
+    dispatcher.tick()
+    assert registry.get_run(run.run_id).status is S.RUNNING
+
+    # When the worker dies and its lease key expires (here: goes away), and the dispatcher ticks once more
+    redis_client.delete(keys.lease(run.run_id))
+    clock.advance(settings.tick_interval)
+    dispatcher.tick()
+
+    # Then that tick requeued it: no second lease TTL of its own sightings
+    assert [to for _, to, _, _ in registry.get_transitions(run.run_id)][-2:] == ["interrupted", "queued"]
