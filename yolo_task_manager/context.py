@@ -92,7 +92,7 @@ class Context:
             TRAIN_TASK,
             args=[run.run_id, attempt],
             kwargs={"user_id": run.user_id, "run_name": run.run_name, "base_model": run.base_model,
-                    "epochs": run.epochs},
+                    "dataset": run.dataset_dir, "epochs": run.epochs},
             queue=queue,
         )  # fmt: skip
 

@@ -25,6 +25,7 @@ EXPECTED_SERVICES = {
     "redis",
     "postgres",
     "flower",
+    "metrics",
     "worker-gpu0",
     "worker-gpu1",
     "worker-cpu",
@@ -236,7 +237,7 @@ def test_every_ytm_command_in_the_compose_file_parses(
     from yolo_task_manager.cli import build_parser
 
     commands = {name: command_of(s) for name, s in ytm_services(services).items()}
-    assert {"flower", "worker-gpu0", "worker-gpu1", "worker-cpu"} <= set(commands)
+    assert {"flower", "metrics", "worker-gpu0", "worker-gpu1", "worker-cpu"} <= set(commands)
 
     for name, command in commands.items():
         # When it parses the command compose would pass to `ytm`
@@ -271,3 +272,24 @@ def test_image_runs_ytm_as_a_non_root_user() -> None:
     # Then the container runs `ytm` (so compose commands are ytm subcommands) and not as root
     assert entrypoint is not None and yaml.safe_load(entrypoint) == ["ytm"]
     assert user is not None and user.split(":")[0] not in {"root", "0"}
+
+
+def test_image_installs_every_export_format_and_can_build_from_a_wheelhouse() -> None:
+    # Given the Dockerfile's install step
+    text = DOCKERFILE.read_text()
+    install = next(line for line in text.splitlines() if "&& pip install" in line)
+    # Then it installs the ONNX and OpenVINO export extras, and pip reads only the wheelhouse when given one
+    extras = install.split("[", 1)[1].split("]", 1)[0].split(",")
+    assert {"postgres", "onnx", "openvino"} <= set(extras)
+    assert "ARG WHEELHOUSE" in text and "--no-index --find-links" in text
+
+
+def test_flower_keeps_its_history_on_its_own_volume_and_asks_for_a_login(services: dict[str, dict[str, Any]]) -> None:
+    # Given the Flower service as compose resolves it
+    flower = services["flower"]
+    env = flower["environment"]
+    # Then it is persistent, its database lies on a volume of its own, and its login comes from the environment
+    assert env["FLOWER_PERSISTENT"] == "true"
+    mounts = {str(v).split(":")[1] if isinstance(v, str) else v["target"]: v for v in flower["volumes"]}
+    assert env["FLOWER_DB"].startswith("/flower/") and "/flower" in mounts
+    assert "FLOWER_BASIC_AUTH" in env

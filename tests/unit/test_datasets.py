@@ -749,3 +749,34 @@ def test_a_path_with_a_nul_byte_reads_as_missing(tmp_path: Path, entry: str) -> 
 
     # When / Then: a typed error, as for a missing folder
     assert "does not exist" in _error(dataset)
+
+
+# ---------------------------------------------------------------------------- the demo's score
+
+
+def _detection(class_id: int, xywhn: tuple[float, float, float, float]) -> Any:
+    from yolo_task_manager.predictions import Detection
+
+    return Detection(class_id=class_id, class_name=str(class_id), confidence=0.9, box_xyxy=(0, 0, 0, 0),
+                     box_xywhn=xywhn)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("detection", "found"),
+    [
+        ((1, (0.5, 0.5, 0.2, 0.2)), True),  # the disc, where it is
+        ((1, (0.52, 0.5, 0.2, 0.2)), True),  # slightly off: IoU 0.82
+        ((0, (0.5, 0.5, 0.2, 0.2)), False),  # the right place, the wrong shape
+        ((1, (0.5, 0.5, 0.6, 0.6)), False),  # a box around everything: IoU 0.11
+        ((1, (0.1, 0.1, 0.2, 0.2)), False),  # the right shape elsewhere
+    ],
+)
+def test_the_demo_counts_a_shape_found_only_for_the_right_class_in_the_right_place(
+    tmp_path: Path, detection: tuple[int, tuple[float, float, float, float]], found: bool
+):
+    from yolo_task_manager.datasets.sample import found_shapes
+
+    labels = tmp_path / "val_000.txt"
+    labels.write_text("1 0.5 0.5 0.2 0.2\n0 0.8 0.8 0.1 0.1\n")
+    assert found_shapes(labels, [_detection(*detection)]) is found
+    assert found_shapes(labels, []) is False

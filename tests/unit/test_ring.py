@@ -1,17 +1,20 @@
-"""The ring of users with waiting runs, the queued-runs limit, and opening a database from before both."""
+"""The ring of users with waiting runs, the queued-runs limit, and upgrading a database from before both."""
 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
 
 from yolo_task_manager.devices import device_matches
 from yolo_task_manager.errors import InvalidInput, LimitExceeded
 from yolo_task_manager.registry import Registry
+from yolo_task_manager.registry.schema import _config
 from yolo_task_manager.scheduling.policy import jain_index, requests_served_by
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.values import Run, RunSpec, RunStatus
@@ -82,34 +85,39 @@ def test_queued_runs_past_the_limit_are_refused_and_nothing_is_written(
     assert registry.create_run(_spec("alice", 3), max_waiting=2).status is S.QUEUED
 
 
-def test_a_database_from_before_gets_the_counters_the_indexes_and_the_ring(tmp_path: Path) -> None:
-    # Given a SQLite registry as the previous version left it: no counter columns, no new indexes, no ring,
-    # and two of alice's runs and one of bob's queued
+def test_a_database_at_the_previous_revision_gets_the_counters_the_dispatched_state_and_the_ring(
+    tmp_path: Path,
+) -> None:
+    # Given a registry at revision 0001: alice has two runs waiting, bob one, and carol one sent to a queue but
+    # not started (then: queued with a queue)
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    registry = Registry(url)
-    for user, n in (("alice", 1), ("alice", 2), ("bob", 1)):
-        registry.create_run(_spec(user, n))
-    registry.close()
-    with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute("DROP TABLE ytm_user_turns")
-        conn.execute("DROP INDEX ix_ytm_runs_status_user_created")
-        conn.execute("DROP INDEX ix_ytm_runs_status_device")
-        conn.execute("ALTER TABLE ytm_runs DROP COLUMN failed_attempts")
-        conn.execute("ALTER TABLE ytm_runs DROP COLUMN worker_losses")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), "0001")
+        for n, (user, queue) in enumerate([("alice", None), ("alice", None), ("bob", None), ("carol", "cpu.n1")]):
+            conn.execute(
+                text(
+                    "INSERT INTO ytm_runs (run_id, user_id, run_name, status, base_model, dataset_dir, task, epochs, "
+                    "device, hyp, attempt, queue, created_at) VALUES (:id, :user, :name, 'queued', 'yolov8n.yaml', "
+                    "'/d', 'detect', 1, 'cpu', '{}', :attempt, :queue, :at)"
+                ),
+                {"id": f"r{n}", "user": user, "name": f"old{n}", "attempt": 1 if queue else 0, "queue": queue,
+                 "at": datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=n)},
+            )  # fmt: skip
+    engine.dispose()
 
     # When this version opens it
-    reopened = Registry(url)
+    registry = Registry(url)
 
-    # Then the runs read with zero counters, the ring holds both users with their counts, and dispatch works
-    runs = reopened.list_runs()
-    assert [(r.failed_attempts, r.worker_losses) for r in runs] == [(0, 0)] * 3
-    assert sorted(u for u, _ in reopened.waiting_users(10)) == ["alice", "bob"]
-    assert reopened.mark_dispatched(runs[0].run_id, "cpu.n1") == 1
-    assert [r.run_name for r in reopened.waiting_runs("alice", ["cpu"], 10)] == ["r2"]
-    with sqlite3.connect(tmp_path / "old.db") as conn:
-        indexes = {row[1] for row in conn.execute("PRAGMA index_list(ytm_runs)")}
-    assert {"ix_ytm_runs_status_user_created", "ix_ytm_runs_status_device"} <= indexes
-    reopened.close()
+    # Then the runs read with zero counters, carol's is dispatched, the ring holds alice then bob with their
+    # counts, and alice's oldest run is the one to dispatch
+    assert [(r.failed_attempts, r.worker_losses) for r in registry.list_runs()] == [(0, 0)] * 4
+    assert registry.get_run("r3").status is S.DISPATCHED
+    assert [u for u, _ in registry.waiting_users(10)] == ["alice", "bob"]
+    assert [r.run_id for r in registry.waiting_runs("alice", ["cpu"], 10)] == ["r0", "r1"]
+    assert registry.mark_dispatched("r0", "cpu.n2") == 1
+    assert [u for u, _ in registry.waiting_users(10)] == ["bob", "alice"]
+    registry.close()
 
 
 def test_waiting_runs_gives_a_user_s_oldest_runs_for_the_devices_asked_with_a_limit(

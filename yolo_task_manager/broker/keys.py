@@ -55,3 +55,8 @@ class Keys:
     @property
     def dispatch_lock(self) -> str:
         return f"{self.prefix}:dispatch:lock"
+
+    @property
+    def inference_stats(self) -> str:
+        """Hash of inference request counts and latencies (``broker.usage``)."""
+        return f"{self.prefix}:stats:inference"

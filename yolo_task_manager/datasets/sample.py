@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["CLASSES", "make_sample_dataset"]
+from yolo_task_manager.predictions import Detection
+
+__all__ = ["CLASSES", "found_shapes", "make_sample_dataset"]
 
 CLASSES = ("square", "disc")
 
@@ -38,3 +41,28 @@ def make_sample_dataset(dest: str | Path, *, train: int = 16, val: int = 8, size
     names = "\n".join(f"  {i}: {name}" for i, name in enumerate(CLASSES))
     (dest / "data.yaml").write_text(f"train: images/train\nval: images/val\nnames:\n{names}\n")
     return dest
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def found_shapes(label_file: Path, detections: Sequence[Detection], *, min_iou: float = 0.5) -> bool:
+    """Whether a detection names the class of one of the image's shapes and covers it (IoU >= ``min_iou``).
+
+    The demo's honest score: a model that predicts boxes everywhere, or the wrong shape, finds nothing.
+    """
+    truth = []
+    for line in label_file.read_text().splitlines():
+        cls, *xywhn = (float(v) for v in line.split())
+        truth.append((int(cls), _corners(xywhn)))
+    return any(
+        d.class_id == cls and _iou(_corners(d.box_xywhn), box) >= min_iou for d in detections for cls, box in truth
+    )
+
+
+def _corners(xywhn: Sequence[float]) -> tuple[float, float, float, float]:
+    x, y, w, h = xywhn
+    return (x - w / 2, y - h / 2, x + w / 2, y + h / 2)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from sqlalchemy import Connection, create_engine, event, insert, inspect, or_, select, text, update
+from sqlalchemy import Connection, create_engine, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import Engine, ExceptionContext, Row, make_url
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -23,7 +23,8 @@ from yolo_task_manager.errors import (
 )
 from yolo_task_manager.redact import mask_url, redact
 from yolo_task_manager.registry import ring
-from yolo_task_manager.registry.tables import metadata, metrics, run_events, runs, user_turns
+from yolo_task_manager.registry.schema import upgrade
+from yolo_task_manager.registry.tables import metrics, run_events, runs, user_turns
 from yolo_task_manager.values import Run, RunSpec, RunStatus
 
 __all__ = ["ALLOWED", "Registry"]
@@ -75,13 +76,7 @@ class Registry:
         # A forked child (a pre-fork web server) must open its own connections.
         os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
         try:
-            metadata.create_all(self.engine)
-            try:
-                with self.engine.begin() as conn:
-                    _upgrade(conn)
-            except (IntegrityError, YoloTaskManagerError):  # another process upgraded it at the same moment
-                with self.engine.begin() as conn:
-                    _upgrade(conn)
+            upgrade(self.engine)
         except YoloTaskManagerError as exc:
             self.engine.dispose()
             raise type(exc)(f"cannot open the registry database {mask_url(url)}: {exc}") from None
@@ -262,6 +257,18 @@ class Registry:
         with self.engine.connect() as conn:
             return [(r.from_status, r.to_status, r.reason, _utc(r.at)) for r in conn.execute(query)]
 
+    def count_runs(self) -> list[tuple[str, str, int]]:
+        """(status, user_id, how many runs) for every pair that has runs: one grouped query, for monitoring."""
+        query = select(runs.c.status, runs.c.user_id, func.count()).group_by(runs.c.status, runs.c.user_id)
+        with self.engine.connect() as conn:
+            return [(status, user, int(n)) for status, user, n in conn.execute(query)]
+
+    def count_waiting(self) -> dict[str, int]:
+        """Device -> how many runs wait to be dispatched to it."""
+        query = select(runs.c.device, func.count()).where(runs.c.status == S.QUEUED.value).group_by(runs.c.device)
+        with self.engine.connect() as conn:
+            return {device: int(n) for device, n in conn.execute(query)}
+
 
 _SKIP_SCAN_DEVICES = text(
     f"""
@@ -284,21 +291,6 @@ def _move_in_ring(conn: Connection, user_id: str, before: str, to: RunStatus) ->
         ring.leave(conn, user_id)
     elif to is S.QUEUED:
         ring.enter(conn, user_id, _now())
-
-
-_ADDED_COLUMNS = ("failed_attempts", "worker_losses")
-
-
-def _upgrade(conn: Connection) -> None:
-    """Bring a database created by an earlier version up to this schema: there is no migration tool yet, and
-    ``create_all`` creates missing tables only. Adds the run counters and indexes, and fills the ring."""
-    have = {c["name"] for c in inspect(conn).get_columns(runs.name)}
-    for name in _ADDED_COLUMNS:
-        if name not in have:
-            conn.execute(text(f"ALTER TABLE {runs.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
-    for index in runs.indexes:
-        index.create(conn, checkfirst=True)
-    ring.rebuild_if_empty(conn, S.QUEUED.value)
 
 
 def _translate_error(context: ExceptionContext) -> Exception | None:

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import Connection, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from yolo_task_manager.registry.tables import runs, user_turns
+from yolo_task_manager.registry.tables import user_turns
 
-__all__ = ["dispatched", "enter", "leave", "rebuild_if_empty", "waiting_count"]
+__all__ = ["dispatched", "enter", "leave", "waiting_count"]
 
 _T = user_turns.c
 
@@ -72,19 +72,3 @@ def dispatched(conn: Connection, user_id: str) -> None:
 
 def waiting_count(conn: Connection, user_id: str) -> int:
     return int(conn.execute(select(_T.waiting).where(_T.user_id == user_id)).scalar() or 0)
-
-
-def rebuild_if_empty(conn: Connection, queued: str) -> None:
-    """Fill the ring from the runs when it is empty and runs wait: a database from before the ring existed."""
-    if conn.execute(select(_T.user_id).limit(1)).first() is not None:
-        return
-    counts = conn.execute(
-        select(runs.c.user_id, func.count(), func.min(runs.c.created_at))
-        .where(runs.c.status == queued)
-        .group_by(runs.c.user_id)
-    ).all()
-    if counts:
-        conn.execute(
-            insert(user_turns),
-            [{"user_id": u, "waiting": n, "last_turn": 0, "turn": 0, "waiting_since": since} for u, n, since in counts],
-        )

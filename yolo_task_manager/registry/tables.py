@@ -44,7 +44,7 @@ runs = Table(
     Column("last_epoch", Integer),
     Column("model_name", String(64)),
     Column("max_duration", Float),
-    # Added after 0.1: ``Registry`` adds them (ALTER TABLE) to a database created before.
+    # Added by revision 0002, like the indexes below and ``ytm_user_turns``.
     Column("failed_attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("worker_losses", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("user_id", "run_name", name="uq_ytm_runs_user_run_name"),

@@ -10,9 +10,13 @@ import importlib.util
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from yolo_task_manager.broker.usage import InferenceStats
 from yolo_task_manager.constants import EXPORT_FORMATS
 from yolo_task_manager.errors import InvalidInput, NotFound, YoloTaskManagerError
 from yolo_task_manager.ids import MAX_ID_LENGTH, validate_id
@@ -52,6 +56,18 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 
 
 def execute_infer(ctx: WorkerContext, request: dict[str, Any]) -> dict[str, Any]:
+    """Predict, and count the request and its latency for the exporter (``ytm metrics``)."""
+    started = time.monotonic()
+    answer = _infer(ctx, request)
+    try:
+        outcome = "ok" if answer["ok"] else str(answer["error"])
+        InferenceStats(ctx.redis, ctx.keys).record(ctx.queue, outcome, time.monotonic() - started)
+    except redis.exceptions.RedisError as exc:  # the caller's predictions matter more than the count
+        log.warning("inference statistics not recorded: %s", exc)
+    return answer
+
+
+def _infer(ctx: WorkerContext, request: dict[str, Any]) -> dict[str, Any]:
     try:
         meta = ctx.storage.get_model(request["user_id"], request["model_name"])
         if request.get("export") and request["export"] not in meta.exports:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import redis
+from celery import current_task
 
 from yolo_task_manager.context import Context
 from yolo_task_manager.devices import queue_for_device, torch_device, worker_device
@@ -18,6 +20,8 @@ from yolo_task_manager.workers.protocol import ChildCommand, inference_child, tr
 from yolo_task_manager.workers.sandbox import SandboxedProcess, require_sandbox
 
 __all__ = ["WorkerContext"]
+
+log = logging.getLogger(__name__)
 
 PUBLISH_PATIENCE = 600.0
 """Seconds a worker's publish retries while Redis is away: its events must not be lost to a restart."""
@@ -74,6 +78,18 @@ class WorkerContext(Context):
             writable=(predictions, *([writable] if writable else [])), masked=(runs,),
             gpu=self.device != "cpu",
         )  # fmt: skip
+
+    def report_progress(self, epoch: int, epochs: int, fitness: float | None) -> None:
+        """Tell Flower how far the training task running in this thread is: a ``task-progress`` event, which
+        Flower shows as the state PROGRESS with this text as the task's result."""
+        task = current_task._get_current_object()  # this thread's task: the pool runs one per thread
+        if task is None or not task.request.id:
+            return  # not inside a Celery task (tests drive the supervisor directly)
+        text = f"epoch {epoch}/{epochs}" + (f", fitness {fitness:.4f}" if fitness is not None else "")
+        try:
+            task.send_event("task-progress", result=text, epoch=epoch, epochs=epochs, fitness=fitness)
+        except Exception as exc:  # noqa: BLE001 - monitoring must never stop a training
+            log.warning("progress event not sent: %s", exc)
 
     def close(self) -> None:
         self.inference.close()

@@ -206,6 +206,7 @@ class TrainingSupervisor:
             # Both sides drop an epoch they already have: a resumed child re-sends its checkpoint's epochs,
             # whose events a killed worker may have recorded but never published (or never read).
             self.ctx.registry.record_metrics(self.run.run_id, message.epoch, message.metrics)
+            self.ctx.report_progress(message.epoch, message.epochs, message.metrics.get("fitness"))
             self._outbox.append({"type": EventType.METRICS, "epoch": message.epoch, "epochs": message.epochs,
                                  "metrics": message.metrics})  # fmt: skip
         elif isinstance(message, CheckpointSaved):
