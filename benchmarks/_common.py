@@ -28,6 +28,7 @@ import redis
 from yolo_task_manager import Settings, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis, find_redis_server
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
 from yolo_task_manager.datasets.sample import make_sample_dataset
 from yolo_task_manager.devices import queue_for_device
@@ -298,10 +299,10 @@ class Bench:
                 start_new_session=True,
             )
         self.workers.append(proc)
-        key = Keys(settings.key_prefix).worker(queue_for_device("cpu", settings.node))
         client = redis.Redis.from_url(self.redis_url)
+        presence, queue = WorkerPresence(client, Keys(settings.key_prefix)), queue_for_device("cpu", settings.node)
         try:
-            while not client.exists(key):
+            while presence.last_beat(queue) is None:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {proc.returncode}: {log.read_text()[-2000:]}")
                 if time.perf_counter() - started > timeout:

@@ -54,6 +54,7 @@ import redis
 from _common import PY, USER, Bench, fmt_table, median, percentile, print_header, proc_stats, run_python
 
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.predictions import Prediction
 from yolo_task_manager.storage import LocalFileSystemStorage
@@ -188,10 +189,10 @@ def ours_call(mgr: Any, model: str, images: Any, **options: Any) -> dict[str, An
 
 def wait_unregistered(bench: Bench, prefix: str, node: str, timeout: float = 30.0) -> None:
     client = redis.Redis.from_url(bench.redis_url)
-    key = Keys(prefix).worker(queue_for_device("cpu", node))
+    presence, queue = WorkerPresence(client, Keys(prefix)), queue_for_device("cpu", node)
     deadline = time.monotonic() + timeout
     try:
-        while client.exists(key) and time.monotonic() < deadline:
+        while presence.last_beat(queue) is not None and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         client.close()

@@ -4,9 +4,9 @@
 
 Each call validates its arguments, inspects the dataset folder, inserts the run in the registry (SQLite
 under a fresh storage root), publishes the QUEUED event (Lua script on Redis) and runs one dispatch
-tick (which reads every queued run: with no worker nothing is sent). Unique run names, a fresh
-key_prefix and a fresh storage root. There is no plain-ultralytics equivalent of queueing; for scale,
-the wall time of ``python -c "import ultralytics"`` is measured interleaved with the submissions
+tick (with no worker nothing is sent); ``bench_dispatch.py`` measures the same call against a backlog.
+Unique run names, a fresh key_prefix and a fresh storage root. There is no plain-ultralytics equivalent
+of queueing; for scale, the wall time of ``python -c "import ultralytics"`` is measured interleaved with the submissions
 (before, in the middle, after). Nothing is asserted.
 """
 

@@ -12,13 +12,13 @@ from typing import Any
 import redis
 
 from yolo_task_manager.broker.app import create_app
-from yolo_task_manager.broker.dispatch import Dispatcher
 from yolo_task_manager.broker.events import EventBus
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.broker.stops import StopRequests
 from yolo_task_manager.constants import TRAIN_TASK
 from yolo_task_manager.errors import BrokerUnavailable
 from yolo_task_manager.registry import Registry
+from yolo_task_manager.scheduling import Dispatcher
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.storage import IStorage, storage_from_settings
 from yolo_task_manager.values import TERMINAL, EventType, Run, RunStatus

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.broker.usage import BUCKETS, InferenceStats
 from yolo_task_manager.errors import BrokerUnavailable, InvalidInput, YoloTaskManagerError
 from yolo_task_manager.registry import Registry
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class RunsCollector(Collector):
-    def __init__(self, registry: Registry, client: redis.Redis, keys: Keys) -> None:
-        self.registry, self.client, self.keys = registry, client, keys
+    """Args: live_within: seconds since its last heartbeat within which a worker counts as live."""
+
+    def __init__(self, registry: Registry, client: redis.Redis, keys: Keys, live_within: float = 6.0) -> None:
+        self.registry, self.client, self.keys, self.live_within = registry, client, keys, live_within
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("ytm_exporter_source_up", "1 when this scrape could read the source", labels=["source"])
@@ -77,9 +80,8 @@ class RunsCollector(Collector):
 
     def _from_redis(self) -> Iterator[Metric]:
         workers = GaugeMetricFamily("ytm_workers_live", "1 for each queue a live worker serves", labels=["queue"])
-        prefix = self.keys.worker("")
-        for name in self.client.scan_iter(match=self.keys.worker_pattern):
-            workers.add_metric([name.decode()[len(prefix) :]], 1)
+        for queue in WorkerPresence(self.client, self.keys).live(self.live_within):
+            workers.add_metric([queue], 1)
         latency = HistogramMetricFamily(
             "ytm_inference_request_seconds", "Inference requests by worker queue and outcome, and their latency",
             labels=["queue", "outcome"],
@@ -103,7 +105,8 @@ def serve(settings: Settings, address: str, port: int, stop: threading.Event | N
     registry = Registry(settings.sql_url)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     metrics = CollectorRegistry()
-    metrics.register(RunsCollector(registry, client, Keys(settings.key_prefix)))
+    live_within = min(3 * settings.tick_interval, settings.lease_ttl)  # as the dispatcher counts them
+    metrics.register(RunsCollector(registry, client, Keys(settings.key_prefix), live_within))
     try:
         server, thread = start_http_server(port, addr=address, registry=metrics)
     except OSError as exc:

@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 from celery import signals
 from kombu.transport import redis as kombu_redis
 
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.devices import infer_queue, queue_for_device, worker_device
 from yolo_task_manager.errors import DeviceUnavailable
 from yolo_task_manager.settings import Settings
@@ -57,15 +57,14 @@ class _Presence(threading.Thread):
 
     def run(self) -> None:
         settings = self.ctx.settings
-        key = self.ctx.keys.worker(self.queue)
+        presence = WorkerPresence(self.ctx.redis, self.ctx.keys)
         while not self.stopped.is_set():
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 log.warning("the process that started this worker is gone: shutting down")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                self.ctx.redis.set(key, os.getpid(), px=int(settings.tick_interval * 3000))
-                self.ctx.redis.hset(self.ctx.keys.worker_seen, self.queue, time.time())
+                presence.beat(self.queue)
                 self.ctx.dispatcher.tick()
             except Exception:  # noqa: BLE001 - Redis or the database restarting must not kill presence
                 log.exception("presence tick failed; retrying")
@@ -74,7 +73,7 @@ class _Presence(threading.Thread):
     def leave(self) -> None:
         self.stopped.set()
         try:
-            self.ctx.redis.delete(self.ctx.keys.worker(self.queue))
+            WorkerPresence(self.ctx.redis, self.ctx.keys).leave(self.queue)
         except Exception:  # noqa: BLE001
             log.warning("could not unregister queue %s", self.queue)
 

@@ -42,8 +42,13 @@ class Settings:
     storage_factory: str | None = None
     model_cache_size: int = 4
     """Models each worker keeps loaded for inference."""
-    max_attempts: int = 10
-    """A run whose worker is lost at its ``max_attempts``-th dispatch fails instead of going round again."""
+    max_attempts: int = 3
+    """Attempts of a run whose training may die on its own (killed by a signal, or exiting without reporting an
+    error) before the run fails; a reported error or bad input fails the run at once. Lost workers do not count."""
+    max_worker_losses: int = 50
+    """Attempts of a run that may end interrupted (its worker vanished, froze or shut down) before the run fails."""
+    max_queued_per_user: int | None = None
+    """Runs one user may have waiting (queued) at once; ``train()`` past it raises ``LimitExceeded``. None: no limit."""
     user_data_dirs: tuple[Path, ...] = ()
     """Folders outside the storage root that belong to one user each, with ``{user_id}`` in their path
     (``/datasets/{user_id}``): that user may read them, no other. ``YTM_USER_DATA_DIRS`` is colon-separated."""
@@ -83,7 +88,7 @@ class Settings:
             object.__setattr__(self, name, dirs)
         if self.sandbox is not None and self.sandbox not in SANDBOX_MODES:
             raise InvalidInput(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {self.sandbox!r}")
-        for name in ("global_limit", "per_user_limit", "child_memory", "child_max_processes"):
+        for name in ("global_limit", "per_user_limit", "max_queued_per_user", "child_memory", "child_max_processes"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInput(f"{name} must be a positive integer or None, got {value!r}")
@@ -97,6 +102,10 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
                 raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("max_attempts", "max_worker_losses"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
         if self.heartbeat_interval * 2 > self.lease_ttl:
             raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")
 

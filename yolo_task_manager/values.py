@@ -17,13 +17,16 @@ class RunStatus(str, enum.Enum):
     """Where a run is in its life."""
 
     QUEUED = "queued"
-    """Waiting for a device slot, or sent to a device's queue and not started yet."""
+    """Waiting in the registry for a device slot (round robin across users)."""
+    DISPATCHED = "dispatched"
+    """Sent to one device's queue as a new attempt (``queue``, ``attempt``), not started yet."""
     RUNNING = "running"
     """A worker holds its lease and trains it."""
     COMPLETED = "completed"
     """Training finished and the model was published."""
     FAILED = "failed"
-    """Training raised or the worker died in a way that retrying would not fix; ``reason`` says why."""
+    """Training raised, its input was bad, or it gave up after ``max_attempts`` failed attempts or
+    ``max_worker_losses`` lost workers; ``reason`` says why."""
     STOPPED = "stopped"
     """Stopped on request; ``resume()`` continues from the last checkpoint."""
     TIMED_OUT = "timed_out"
@@ -123,6 +126,10 @@ class Run:
     last_epoch: int | None
     model_name: str | None
     max_duration: float | None
+    failed_attempts: int = 0
+    """Attempts whose training died on its own without reporting an error (retried up to ``max_attempts``)."""
+    worker_losses: int = 0
+    """Attempts that ended interrupted: their worker vanished, froze or shut down (up to ``max_worker_losses``)."""
 
     @property
     def is_terminal(self) -> bool:

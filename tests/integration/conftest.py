@@ -19,6 +19,7 @@ import redis
 from yolo_task_manager import Settings, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.datasets.sample import make_sample_dataset
 from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.storage import LocalFileSystemStorage
@@ -91,9 +92,9 @@ class Stack:
                 env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.workers.append(proc)
-        key = Keys(settings.key_prefix).worker(queue_for_device("cpu", settings.node))
-        deadline = time.monotonic() + 60
-        while not self.redis.exists(key):
+        presence, queue = WorkerPresence(self.redis, Keys(settings.key_prefix)), queue_for_device("cpu", settings.node)
+        started, deadline = time.time(), time.monotonic() + 60
+        while (presence.last_beat(queue) or 0.0) < started:  # a beat of this worker, not of one before it
             assert proc.poll() is None, f"worker exited with {proc.returncode}: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "worker did not register in 60s"
             time.sleep(0.1)

@@ -13,6 +13,7 @@ from yolo_task_manager import (
     DeviceUnavailable,
     InvalidInput,
     InvalidTransition,
+    LimitExceeded,
     NotFound,
     RunStatus,
     WeightsUnavailable,
@@ -190,3 +191,19 @@ def test_another_users_files_cannot_be_trained_on_or_from(world, stack: Stack):
         mgr.train("mallory", "yolov8n.pt", str(zoes_data), epochs=1, **TINY)
     with pytest.raises(InvalidInput, match="not in the folder of user 'mallory'"):
         mgr.train("mallory", str(zoes_model), str(coco8), epochs=1, **TINY)
+
+
+def test_a_user_past_max_queued_per_user_gets_limit_exceeded_and_nothing_is_queued(stack: Stack, coco8: Path):
+    # Given a producer whose users may have two runs queued, no worker, and una with two queued
+    mgr = stack.manager(max_queued_per_user=2)
+    for name in ("one", "two"):
+        mgr.train("una", "yolov8n.pt", str(coco8), epochs=1, run_name=name, **TINY)
+
+    # When una queues a third
+    with pytest.raises(LimitExceeded) as info:
+        mgr.train("una", "yolov8n.pt", str(coco8), epochs=1, run_name="three", **TINY)
+
+    # Then it says which limit and what to do, nothing of it was recorded, and another user may still queue
+    assert "max_queued_per_user=2" in str(info.value)
+    assert [r.run_name for r in mgr.list_runs("una")] == ["one", "two"]
+    assert mgr.get_run("vic", mgr.train("vic", "yolov8n.pt", str(coco8), epochs=1, **TINY)).status is RunStatus.QUEUED

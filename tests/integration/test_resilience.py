@@ -51,7 +51,9 @@ def test_a_redis_restart_mid_training_loses_no_event_and_no_run(own_stack: Stack
 
     # Then: the run completed once; every epoch reached the registry and the caller, once, in order
     assert run.status is RunStatus.COMPLETED, run.reason
-    assert [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)] == ["queued", "running", "completed"]
+    assert [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)] == [
+        "queued", "dispatched", "running", "completed",
+    ]
     assert [e for e, _ in mgr.get_metrics("fay", run_id)] == [1, 2, 3, 4, 5, 6]
     assert training.reported(6) == [1, 2, 3, 4, 5, 6]
     history = mgr._ctx.bus.history(run_id)
@@ -95,7 +97,9 @@ def test_the_embedded_worker_is_started_again_when_it_dies_and_the_run_resumes(s
         assert run.status is RunStatus.COMPLETED, run.reason
         assert worker.process is not first and worker.process.poll() is None and len(worker.restarts) == 1
         steps = [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run_id)]
-        assert steps == ["queued", "running", "interrupted", "queued", "running", "completed"]
+        assert steps == [
+            "queued", "dispatched", "running", "interrupted", "queued", "dispatched", "running", "completed",
+        ]
         assert training.reported(3) == [1, 2, 3]
     assert worker.process.poll() is not None  # and close() stopped the new one
 

@@ -57,7 +57,9 @@ def test_seed_example_runs_as_written_on_the_embedded_default(base_checkpoint: P
     assert set(epochs[0][2]) >= METRIC_KEYS
     assert [e for e, _ in stored] == [1, 2]
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
-    assert [e.status.value for e in history if e.type.value == "status"] == ["queued", "running", "completed"]
+    assert [e.status.value for e in history if e.type.value == "status"] == [
+        "queued", "dispatched", "running", "completed",
+    ]
     assert [event for _, event in feed] == history and all("-" in event_id for event_id, _ in feed)
     assert [int(i) for i, _ in resumed] == list(range(3, len(history) + 1)) and resumed[-1][
         1
@@ -96,7 +98,9 @@ def test_stop_keeps_a_resumable_checkpoint_and_resume_finishes_the_epochs(stack:
     assert seen == list(range(1, 9))  # the resumed child re-sends its checkpoint's epochs: dropped as copies
     assert [epoch for epoch, _ in mgr.get_metrics("bob", run_id)] == list(range(1, 9))
     assert stopped.last_epoch is not None and stopped.last_epoch < 8
-    assert transitions(mgr, run_id) == ["queued", "running", "stopped", "queued", "running", "completed"]
+    assert transitions(mgr, run_id) == [
+        "queued", "dispatched", "running", "stopped", "queued", "dispatched", "running", "completed",
+    ]
 
 
 def test_a_training_that_ignores_a_stop_is_killed_after_the_grace_period(stack: Stack, shapes: Path):
@@ -158,8 +162,10 @@ def test_worker_killed_mid_epoch_is_requeued_and_resumes_from_last_pt(stack: Sta
     # Then: the run was interrupted, requeued, resumed (no epoch trained twice) and completed
     assert run.status is RunStatus.COMPLETED, run.reason
     steps = mgr._ctx.registry.get_transitions(run_id)
-    assert [to for _, to, _, _ in steps] == ["queued", "running", "interrupted", "queued", "running", "completed"]
-    assert "worker lost" in (steps[2][2] or "")
+    assert [to for _, to, _, _ in steps] == [
+        "queued", "dispatched", "running", "interrupted", "queued", "dispatched", "running", "completed",
+    ]
+    assert "worker lost" in (steps[3][2] or "")
     assert training.reported(3) == [1, 2, 3]
     log = (stack.settings.storage_root / "dave" / "runs" / run_id / "train.log").read_text()
     assert "Resuming training" in log or "resuming from" in log
@@ -186,7 +192,9 @@ def test_an_epoch_saved_but_not_yet_reported_when_the_worker_dies_is_reported_by
 
     # Then: every epoch is in the stream and the registry exactly once, in order, with every metric
     assert run.status is RunStatus.COMPLETED, run.reason
-    assert transitions(mgr, run_id) == ["queued", "running", "interrupted", "queued", "running", "completed"]
+    assert transitions(mgr, run_id) == [
+        "queued", "dispatched", "running", "interrupted", "queued", "dispatched", "running", "completed",
+    ]
     reported = [e for _, e in mgr.subscribe("erin", run_id, after="0", timeout=5) if e.type is EventType.METRICS]
     assert [e.epoch for e in reported] == [1, 2, 3]
     assert all(set(e.metrics or {}) >= METRIC_KEYS for e in reported), [sorted(e.metrics or {}) for e in reported]
@@ -206,7 +214,7 @@ def test_a_deployment_on_postgresql_trains_and_records_every_epoch(stack: Stack,
 
     # Then: the run, its transitions, its metrics and its model are all there
     assert run.status is RunStatus.COMPLETED, run.reason
-    assert transitions(mgr, run_id) == ["queued", "running", "completed"]
+    assert transitions(mgr, run_id) == ["queued", "dispatched", "running", "completed"]
     assert [epoch for epoch, values in mgr.get_metrics("gail", run_id) if set(values) >= METRIC_KEYS] == [1, 2]
     assert training.reported(2) == [1, 2]
     assert [m.name for m in mgr.list_models("gail")] == ["pg"]
@@ -253,7 +261,7 @@ def test_a_message_delivered_twice_never_trains_a_run_twice(stack: Stack, shapes
 
     # Then: the other worker refused the copy, and the run trained once
     assert done.status is RunStatus.COMPLETED, done.reason
-    assert transitions(mgr, run_id) == ["queued", "running", "completed"]
+    assert transitions(mgr, run_id) == ["queued", "dispatched", "running", "completed"]
     logs = "".join(p.read_text() for p in stack.settings.state_dir.glob("worker-*.log"))
     assert len(re.findall(r"Task ytm\.train\[[0-9a-f-]+\] received", logs)) == 2
     assert "succeeded in" in logs and "'skipped: " in logs

@@ -20,6 +20,7 @@ import redis
 from yolo_task_manager import InvalidInput, Settings
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.registry import Registry
 from yolo_task_manager.values import RunSpec
@@ -128,8 +129,9 @@ def test_a_worker_creates_its_files_and_folders_with_file_mode(
     settings = Settings(storage_root=tmp_path / "root", redis_url=redis_server.url, key_prefix=f"m{tag}",
                         node=f"n{tag}", file_mode=file_mode, tick_interval=0.5)  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("YTM_")}
-    presence = Keys(settings.key_prefix).worker(queue_for_device("cpu", settings.node))
     client = redis.Redis.from_url(redis_server.url)
+    presence = WorkerPresence(client, Keys(settings.key_prefix))
+    queue = queue_for_device("cpu", settings.node)
 
     # When `ytm worker` (started from a shell whose umask is 022) comes up and registers
     worker = subprocess.Popen([sys.executable, "-m", "yolo_task_manager.cli", "worker", "--device", "cpu"],
@@ -137,7 +139,7 @@ def test_a_worker_creates_its_files_and_folders_with_file_mode(
                               umask=0o022)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not client.exists(presence):
+        while presence.last_beat(queue) is None:
             assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
             assert time.monotonic() < deadline, "the worker did not register in 120 s"
             time.sleep(0.1)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from yolo_task_manager.broker.dispatch import plan_dispatch
 from yolo_task_manager.devices import normalize_device, queue_for_device
+from yolo_task_manager.scheduling.policy import plan_dispatch
 from yolo_task_manager.values import Run, RunStatus
 
 _T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)

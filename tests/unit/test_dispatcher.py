@@ -1,6 +1,7 @@
 """``Dispatcher.tick``: sends waiting runs to free live queues, and recovers runs whose worker vanished.
 
-fakeredis stands in for Redis, a SQLite file for the registry, and a recording ``send`` for Celery.
+fakeredis stands in for Redis (its uptime is passed in: fakeredis has no INFO), a SQLite file (and PostgreSQL)
+for the registry, and a recording ``send`` for Celery.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import fakeredis
 import pytest
 from fakes import FakeClock
 
-from yolo_task_manager.broker.dispatch import Dispatcher
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.registry import Registry
+from yolo_task_manager.scheduling import Dispatcher
 from yolo_task_manager.settings import Settings
 from yolo_task_manager.values import Run, RunStatus
 
@@ -37,20 +39,58 @@ def send() -> RecordingSend:
     return RecordingSend()
 
 
-@pytest.fixture
-def dispatcher(
-    settings: Settings, redis_client: fakeredis.FakeRedis, registry: Registry, send: RecordingSend, clock: FakeClock
-) -> Dispatcher:
-    return Dispatcher(settings, redis_client, registry, send, registry.record_transition, clock=clock)
+class Uptime:
+    """Seconds the Redis server has been up, as the test says."""
+
+    def __init__(self) -> None:
+        self.seconds = 3600.0
+
+    def __call__(self) -> float:
+        return self.seconds
 
 
 @pytest.fixture
-def live(redis_client: fakeredis.FakeRedis, settings: Settings) -> Callable[..., None]:
-    """``live("gpu.n1.0", ...)`` registers a worker heartbeat for each queue."""
+def uptime() -> Uptime:
+    return Uptime()
+
+
+@pytest.fixture
+def make_dispatcher(
+    settings: Settings,
+    redis_client: fakeredis.FakeRedis,
+    registry: Registry,
+    send: RecordingSend,
+    clock: FakeClock,
+    uptime: Uptime,
+) -> Callable[..., Dispatcher]:
+    """A dispatcher on these fakes, with some settings changed."""
+
+    def _make(**changes: object) -> Dispatcher:
+        return Dispatcher(
+            settings.replace(**changes), redis_client, registry, send, registry.record_transition, clock=clock,
+            uptime=uptime,
+        )  # fmt: skip
+
+    return _make
+
+
+@pytest.fixture
+def dispatcher(make_dispatcher: Callable[..., Dispatcher]) -> Dispatcher:
+    return make_dispatcher()
+
+
+@pytest.fixture
+def presence(redis_client: fakeredis.FakeRedis, settings: Settings) -> WorkerPresence:
+    return WorkerPresence(redis_client, Keys(settings.key_prefix))
+
+
+@pytest.fixture
+def live(presence: WorkerPresence) -> Callable[..., None]:
+    """``live("gpu.n1.0", ...)`` records a worker heartbeat now for each queue."""
 
     def _live(*queues: str) -> None:
         for queue in queues:
-            redis_client.set(Keys(settings.key_prefix).worker(queue), "1", ex=60)
+            presence.beat(queue)
 
     return _live
 
@@ -86,9 +126,10 @@ def test_tick_sends_at_most_one_run_per_free_queue_and_none_to_a_busy_one(
     assert sorted(q for _, q, _ in send.calls) == ["cpu.n1", "gpu.n1.1"]
     assert all(attempt == 1 for _, _, attempt in send.calls)
     assert len(sent) == 2
-    # And the registry records where each went
+    # And the registry records each as dispatched where it went
     for run_id, queue, _ in send.calls:
-        assert registry.get_run(run_id).queue == queue
+        sent_run = registry.get_run(run_id)
+        assert (sent_run.status, sent_run.queue) == (S.DISPATCHED, queue)
     # And the running run was left alone
     assert registry.get_run(busy.run_id).status is S.RUNNING
     assert {run_id for run_id, _, _ in send.calls} <= {r.run_id for r in waiting}
@@ -121,7 +162,7 @@ def test_no_live_worker_means_nothing_is_sent(
 
     # Then it keeps waiting
     assert sent == [] and send.calls == []
-    assert registry.get_run(run.run_id).queue is None
+    assert registry.get_run(run.run_id).status is S.QUEUED
 
 
 def test_a_run_goes_only_to_a_queue_its_device_allows(
@@ -141,19 +182,17 @@ def test_a_run_goes_only_to_a_queue_its_device_allows(
 
     # Then the CPU run goes, and the pinned run waits
     assert send.calls == [(cpu_run.run_id, "cpu.n1", 1)]
-    assert registry.get_run(pinned.run_id).queue is None
+    assert registry.get_run(pinned.run_id).status is S.QUEUED
 
 
 def test_the_global_limit_holds_across_ticks(
-    settings: Settings,
-    redis_client: fakeredis.FakeRedis,
-    registry: Registry,
+    make_dispatcher: Callable[..., Dispatcher],
     create_run: Callable[..., Run],
     live: Callable[..., None],
     send: RecordingSend,
 ) -> None:
     # Given a global limit of one, three live queues and three waiting runs
-    dispatcher = Dispatcher(settings.replace(global_limit=1), redis_client, registry, send, registry.record_transition)
+    dispatcher = make_dispatcher(global_limit=1)
     live("gpu.n1.0", "gpu.n1.1", "cpu.n1")
     for user in ("alice", "bob", "carol"):
         create_run(user_id=user)
@@ -191,37 +230,158 @@ def test_round_robin_is_remembered_between_ticks(
     assert send.calls[1][0] == bobs.run_id
 
 
+def test_the_per_user_limit_holds_across_ticks_while_others_are_served(
+    make_dispatcher: Callable[..., Dispatcher],
+    registry: Registry,
+    create_run: Callable[..., Run],
+    live: Callable[..., None],
+    send: RecordingSend,
+) -> None:
+    # Given a per-user limit of one, three live queues, alice with three waiting runs and bob with one
+    dispatcher = make_dispatcher(per_user_limit=1)
+    live("cpu.n1", "cpu.n2", "cpu.n3")
+    for _ in range(3):
+        create_run(user_id="alice", device="cpu")
+    bobs = create_run(user_id="bob", device="cpu")
+
+    # When the dispatcher ticks twice
+    dispatcher.tick()
+    dispatcher.tick()
+
+    # Then alice has one run out, bob his one, and the third queue stays free
+    users = sorted(registry.get_run(run_id).user_id for run_id, _, _ in send.calls)
+    assert users == ["alice", "bob"]
+    assert registry.get_run(bobs.run_id).status is S.DISPATCHED
+
+
+def test_a_user_whose_runs_no_free_queue_takes_does_not_block_the_next_user(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    live: Callable[..., None],
+    send: RecordingSend,
+) -> None:
+    # Given alice first in line with runs pinned to cuda:1 only, bob behind her with a CPU run, one CPU worker
+    live("cpu.n1")
+    for _ in range(3):
+        create_run(user_id="alice", device="cuda:1")
+    bobs = create_run(user_id="bob", device="cpu")
+
+    # When the dispatcher ticks
+    dispatcher.tick()
+
+    # Then bob's run goes to the CPU worker
+    assert send.calls == [(bobs.run_id, "cpu.n1", 1)]
+
+
+def test_one_decision_reads_a_few_users_not_the_whole_backlog(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    live: Callable[..., None],
+    send: RecordingSend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given forty users with five waiting runs each, and one free CPU worker
+    for user in range(40):
+        for _ in range(5):
+            create_run(user_id=f"u{user:02d}", device="cpu")
+    live("cpu.n1")
+    reads: list[str] = []
+    waiting_runs = registry.waiting_runs
+
+    def counted(user_id: str, devices: object, limit: int) -> list[Run]:
+        reads.append(user_id)
+        return waiting_runs(user_id, devices, limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(registry, "waiting_runs", counted)
+
+    # When the dispatcher ticks
+    dispatcher.tick()
+
+    # Then it read the runs of one user (the first in the ring) and sent one of them
+    assert reads == ["u00"]
+    assert len(send.calls) == 1 and registry.get_run(send.calls[0][0]).user_id == "u00"
+
+
+def test_users_are_served_in_turn_across_many_dispatches(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    live: Callable[..., None],
+    send: RecordingSend,
+) -> None:
+    # Given alice queued six runs, then bob three, then carol one, and one CPU worker that finishes each at once
+    live("cpu.n1")
+    for user, n in (("alice", 6), ("bob", 3), ("carol", 1)):
+        for _ in range(n):
+            create_run(user_id=user, device="cpu")
+
+    # When ten runs are dispatched one after another
+    order = []
+    for _ in range(10):
+        ((run, _queue),) = dispatcher.tick()
+        order.append(run.user_id)
+        registry.record_transition(run.run_id, S.RUNNING, attempt=run.attempt)
+        registry.record_transition(run.run_id, S.COMPLETED, attempt=run.attempt)
+
+    # Then they take turns while more than one of them waits
+    assert order == ["alice", "bob", "carol", "alice", "bob", "alice", "bob", "alice", "alice", "alice"]
+
+
 # ---------------------------------------------------------------------------- recovery
 
 
-def test_a_running_run_without_lease_past_the_ttl_is_interrupted_requeued_and_sent_again(
+def test_a_running_run_whose_lease_expired_is_requeued_and_sent_again_in_the_same_tick(
     dispatcher: Dispatcher,
     registry: Registry,
     create_run: Callable[..., Run],
     live: Callable[..., None],
     send: RecordingSend,
     settings: Settings,
-    clock: FakeClock,
 ) -> None:
-    # Given a run that started longer than lease_ttl ago on gpu.n1.0, and no lease key (its worker died),
-    # while a worker for gpu.n1.0 is live again
+    # Given a run that started longer than lease_ttl ago on gpu.n1.0, and no lease key (its worker died and the
+    # lease expired), while a worker for gpu.n1.0 is live again
     live("gpu.n1.0")
     run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl + 5)
 
-    # When the dispatcher sees the lease missing, and still missing a lease_ttl later
-    dispatcher.tick()
-    assert registry.get_run(run.run_id).status is RunStatus.RUNNING  # a Redis restart looks like this too
-    clock.advance(settings.lease_ttl)
+    # When the dispatcher ticks once
     dispatcher.tick()
 
-    # Then the run went running -> interrupted -> queued, with reasons, and was sent again as attempt 2
-    rows = [(src, dst) for src, dst, _, _ in registry.get_transitions(run.run_id)]
-    assert rows == [(None, "queued"), ("queued", "running"), ("running", "interrupted"), ("interrupted", "queued")]
-    reasons = [reason for _, dst, reason, _ in registry.get_transitions(run.run_id) if dst == "interrupted"]
-    assert "worker lost" in reasons[0]
+    # Then the run went running -> interrupted -> queued -> dispatched, with reasons, as attempt 2
+    steps = registry.get_transitions(run.run_id)
+    assert [(src, dst) for src, dst, _, _ in steps] == [
+        (None, "queued"), ("queued", "dispatched"), ("dispatched", "running"), ("running", "interrupted"),
+        ("interrupted", "queued"), ("queued", "dispatched"),
+    ]  # fmt: skip
+    assert "worker lost" in (steps[3][2] or "")
     assert send.calls == [(run.run_id, "gpu.n1.0", 2)]
     now = registry.get_run(run.run_id)
-    assert (now.status, now.queue, now.attempt) == (S.QUEUED, "gpu.n1.0", 2)
+    assert (now.status, now.queue, now.attempt, now.worker_losses) == (S.DISPATCHED, "gpu.n1.0", 2, 1)
+
+
+def test_a_missing_lease_is_no_evidence_while_redis_has_been_up_for_less_than_a_lease_ttl(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    send: RecordingSend,
+    settings: Settings,
+    uptime: Uptime,
+) -> None:
+    # Given a long-running run whose lease is missing because Redis just restarted without its data
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl * 10)
+    uptime.seconds = settings.lease_ttl / 2
+
+    # When the dispatcher ticks
+    dispatcher.tick()
+
+    # Then the run keeps running (its worker takes its lease back at its next heartbeat)
+    assert registry.get_run(run.run_id).status is S.RUNNING
+
+    # And once Redis has been up for a lease TTL with the lease still missing, the run is requeued at once
+    uptime.seconds = settings.lease_ttl
+    dispatcher.tick()
+    assert registry.get_run(run.run_id).status is S.QUEUED
 
 
 def test_a_running_run_whose_lease_is_held_is_left_alone(
@@ -253,7 +413,7 @@ def test_a_run_that_just_started_gets_a_grace_period_to_take_its_lease(
     live: Callable[..., None],
     send: RecordingSend,
 ) -> None:
-    # Given a run that started a moment ago and whose worker has not written its lease yet
+    # Given a run that started a moment ago and whose lease is not in Redis
     live("gpu.n1.0")
     run = _start(registry, create_run(), "gpu.n1.0", started_ago=0)
 
@@ -265,26 +425,50 @@ def test_a_run_that_just_started_gets_a_grace_period_to_take_its_lease(
     assert send.calls == []
 
 
-def test_a_run_dispatched_to_a_queue_without_worker_is_put_back_in_line(
-    dispatcher: Dispatcher, registry: Registry, create_run: Callable[..., Run], send: RecordingSend, clock: FakeClock
+def test_a_run_dispatched_to_a_worker_silent_for_a_lease_ttl_is_put_back_in_line_at_once(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    send: RecordingSend,
+    presence: WorkerPresence,
+    settings: Settings,
 ) -> None:
-    # Given a run dispatched to gpu.gone.0, whose worker no longer heartbeats
+    # Given a run dispatched to gpu.gone.0, whose worker last beat just over a lease_ttl ago
     run = create_run(device="auto")
     registry.mark_dispatched(run.run_id, "gpu.gone.0")
+    presence.beat("gpu.gone.0", now=time.time() - settings.lease_ttl - 1)
 
-    # When the dispatcher sees no live worker for it, and still none a lease_ttl later
-    dispatcher.tick()
-    assert registry.get_run(run.run_id).queue == "gpu.gone.0"
-    clock.advance(dispatcher.settings.lease_ttl)
+    # When the dispatcher ticks once
     dispatcher.tick()
 
-    # Then the run waits again, with a history row that names the queue
+    # Then the run waits again, with a history row that names the queue, and nothing is sent
     back = registry.get_run(run.run_id)
     assert (back.status, back.queue) == (S.QUEUED, None)
     last = registry.get_transitions(run.run_id)[-1]
-    assert last[:2] == ("queued", "queued")
+    assert last[:2] == ("dispatched", "queued")
     assert "gpu.gone.0" in (last[2] or "")
     assert send.calls == []
+
+
+def test_a_run_dispatched_to_a_worker_that_missed_a_few_beats_waits_for_it(
+    make_dispatcher: Callable[..., Dispatcher],
+    registry: Registry,
+    create_run: Callable[..., Run],
+    presence: WorkerPresence,
+    settings: Settings,
+) -> None:
+    # Given a run dispatched to a worker that last beat well within a lease_ttl, but not within three ticks
+    dispatcher = make_dispatcher(tick_interval=0.1)
+    run = create_run(device="auto")
+    registry.mark_dispatched(run.run_id, "gpu.slow.0")
+    presence.beat("gpu.slow.0", now=time.time() - settings.lease_ttl / 2)
+    assert "gpu.slow.0" not in dispatcher.live_queues()
+
+    # When the dispatcher ticks
+    dispatcher.tick()
+
+    # Then the run stays dispatched to it
+    assert registry.get_run(run.run_id).status is S.DISPATCHED
 
 
 def test_an_undispatched_run_goes_to_another_live_worker_in_the_same_tick(
@@ -293,16 +477,13 @@ def test_an_undispatched_run_goes_to_another_live_worker_in_the_same_tick(
     create_run: Callable[..., Run],
     live: Callable[..., None],
     send: RecordingSend,
-    clock: FakeClock,
 ) -> None:
-    # Given a run dispatched (attempt 1) to a vanished GPU worker, and a live CPU worker
+    # Given a run dispatched (attempt 1) to a GPU worker that is not in the live set at all, and a live CPU worker
     live("cpu.n1")
     run = create_run(device="auto")
     registry.mark_dispatched(run.run_id, "gpu.gone.0")
 
-    # When the dispatcher has seen that worker gone for a lease_ttl
-    dispatcher.tick()
-    clock.advance(dispatcher.settings.lease_ttl)
+    # When the dispatcher ticks
     dispatcher.tick()
 
     # Then it is sent to the CPU worker as attempt 2, so a late start of attempt 1 is refused
@@ -330,17 +511,14 @@ def test_a_recently_dispatched_run_on_a_live_queue_is_not_sent_twice(
 
 
 def test_a_dispatched_run_never_started_after_the_dispatch_timeout_is_sent_again(
-    settings: Settings,
-    redis_client: fakeredis.FakeRedis,
+    make_dispatcher: Callable[..., Dispatcher],
     registry: Registry,
     create_run: Callable[..., Run],
     live: Callable[..., None],
     send: RecordingSend,
 ) -> None:
     # Given a live queue whose message for a run was lost (dispatch_timeout is 0 here)
-    dispatcher = Dispatcher(
-        settings.replace(dispatch_timeout=0.0), redis_client, registry, send, registry.record_transition
-    )
+    dispatcher = make_dispatcher(dispatch_timeout=0.0)
     live("cpu.n1")
     run = create_run(device="cpu")
     registry.mark_dispatched(run.run_id, "cpu.n1")
@@ -350,19 +528,27 @@ def test_a_dispatched_run_never_started_after_the_dispatch_timeout_is_sent_again
 
     # Then the run is sent again as attempt 2
     assert send.calls == [(run.run_id, "cpu.n1", 2)]
-    assert "presumed lost" in (registry.get_transitions(run.run_id)[-1][2] or "")
+    assert "presumed lost" in (registry.get_transitions(run.run_id)[-2][2] or "")
 
 
-def test_live_queues_lists_registered_workers_of_this_prefix_only(
-    dispatcher: Dispatcher, redis_client: fakeredis.FakeRedis, live: Callable[..., None]
+def test_live_queues_lists_recent_workers_of_this_prefix_only_and_stale_ones_are_pruned(
+    dispatcher: Dispatcher,
+    redis_client: fakeredis.FakeRedis,
+    live: Callable[..., None],
+    presence: WorkerPresence,
+    settings: Settings,
 ) -> None:
-    # Given two workers of this deployment and one of another deployment sharing the Redis
+    # Given two workers of this deployment, one of another deployment sharing the Redis, and one long silent
     live("gpu.n1.0", "cpu.n1")
-    redis_client.set(Keys("other").worker("gpu.n9.0"), "1")
+    WorkerPresence(redis_client, Keys("other")).beat("gpu.n9.0")
+    presence.beat("cpu.old", now=time.time() - 10 * settings.lease_ttl)
 
-    # When the live queues are listed
-    # Then only this deployment's workers appear
+    # When the live queues are listed, and a tick prunes
+    # Then only this deployment's recent workers appear, and the silent one is forgotten (but still "seen")
     assert dispatcher.live_queues() == ["cpu.n1", "gpu.n1.0"]
+    dispatcher.tick()
+    assert presence.last_beat("cpu.old") is None
+    assert "cpu.old" in presence.last_seen()
 
 
 # ---------------------------------------------------------------------------- stop requests, give-ups
@@ -372,18 +558,15 @@ def test_a_run_whose_worker_was_lost_after_a_stop_request_ends_stopped(
     dispatcher: Dispatcher,
     registry: Registry,
     create_run: Callable[..., Run],
-    redis_client,
-    keys,
-    settings,
-    clock: FakeClock,
+    redis_client: fakeredis.FakeRedis,
+    keys: Keys,
+    settings: Settings,
 ) -> None:
     # Given a running run its user asked to stop, whose worker then vanished
-    run = _start(registry, create_run(device="auto"), "gpu.n1.0")
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl + 1)
     redis_client.set(keys.stop_flag(run.run_id), 1)
 
-    # When the dispatcher has seen its lease missing for a lease_ttl
-    dispatcher.tick()
-    clock.advance(settings.lease_ttl)
+    # When the dispatcher ticks
     dispatcher.tick()
 
     # Then it ends stopped, not back in the queue
@@ -405,28 +588,50 @@ def test_a_run_left_interrupted_is_requeued(
     assert registry.get_run(run.run_id).status is S.QUEUED
 
 
-def test_a_run_that_keeps_losing_its_worker_fails_after_max_attempts(
-    settings: Settings,
-    redis_client,
+def test_twenty_lost_workers_do_not_end_a_run_with_the_default_settings(
+    dispatcher: Dispatcher,
     registry: Registry,
     create_run: Callable[..., Run],
+    live: Callable[..., None],
     send: RecordingSend,
-    clock: FakeClock,
+    settings: Settings,
 ) -> None:
-    # Given a run at its last allowed attempt whose worker vanished
-    dispatcher = Dispatcher(
-        settings.replace(max_attempts=1), redis_client, registry, send, registry.record_transition, clock=clock
-    )
-    run = _start(registry, create_run(device="auto"), "gpu.n1.0")
+    # Given a run whose worker is lost twenty times, each time after it started
+    live("cpu.n1")
+    run = create_run(device="cpu")
+    for _ in range(20):
+        dispatcher.tick()  # dispatches it
+        _run_id, _queue, attempt = send.calls[-1]
+        started_at = datetime.now(timezone.utc) - timedelta(seconds=settings.lease_ttl + 1)
+        registry.record_transition(run.run_id, S.RUNNING, attempt=attempt, started_at=started_at)
+        dispatcher.tick()  # finds the lease missing: requeues and dispatches it again
 
-    # When the dispatcher has seen its lease missing for a lease_ttl
-    dispatcher.tick()
-    clock.advance(settings.lease_ttl)
+    # Then it is still going, with twenty worker losses counted and no failed attempt
+    now = registry.get_run(run.run_id)
+    assert now.status is S.DISPATCHED
+    assert (now.worker_losses, now.failed_attempts) == (20, 0)
+
+
+def test_a_run_that_keeps_losing_its_worker_fails_after_max_worker_losses_saying_why(
+    make_dispatcher: Callable[..., Dispatcher],
+    registry: Registry,
+    create_run: Callable[..., Run],
+    settings: Settings,
+) -> None:
+    # Given max_worker_losses=2 and a run that lost its worker once before, whose worker vanished again
+    dispatcher = make_dispatcher(max_worker_losses=2)
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl + 1)
+    registry.record_transition(run.run_id, S.INTERRUPTED, attempt=1, worker_losses=1)
+    registry.record_transition(run.run_id, S.QUEUED)
+    _start(registry, run, "gpu.n1.0", started_ago=settings.lease_ttl + 1)
+
+    # When the dispatcher ticks
     dispatcher.tick()
 
     # Then it fails, saying why, instead of going round again
     failed = registry.get_run(run.run_id)
-    assert failed.status is S.FAILED and "giving up after 1 attempts" in (failed.reason or "")
+    assert failed.status is S.FAILED and failed.worker_losses == 2
+    assert "gave up after 2 worker losses (max_worker_losses=2)" in (failed.reason or "")
 
 
 def test_a_run_waiting_for_a_device_no_live_worker_serves_says_so_and_since_when(
@@ -434,12 +639,11 @@ def test_a_run_waiting_for_a_device_no_live_worker_serves_says_so_and_since_when
     registry: Registry,
     create_run: Callable[..., Run],
     live: Callable[..., None],
-    redis_client: fakeredis.FakeRedis,
-    keys: Keys,
+    presence: WorkerPresence,
 ) -> None:
     # Given a CPU worker only, a GPU worker last seen ten minutes ago, and runs waiting for cuda:1 and cuda:7
     live("cpu.n1")
-    redis_client.hset(keys.worker_seen, "gpu.n1.1", time.time() - 600)
+    presence.beat("gpu.n1.1", now=time.time() - 600)
     pinned = create_run(device="cuda:1")
     never = create_run(device="cuda:7")
 
@@ -453,3 +657,56 @@ def test_a_run_waiting_for_a_device_no_live_worker_serves_says_so_and_since_when
     )
     assert "'cuda:7' (none has been seen)" in (registry.get_run(never.run_id).reason or "")
     assert registry.get_run(pinned.run_id).status is S.QUEUED
+
+
+def test_waiting_reasons_are_rewritten_when_the_live_workers_change_not_on_every_tick(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    live: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+) -> None:
+    # Given a run for cuda:3 that no worker serves, explained by a first tick
+    create_run(device="cuda:3")
+    dispatcher.tick()
+    reads: list[int] = []
+    waiting_devices = registry.waiting_devices
+    monkeypatch.setattr(registry, "waiting_devices", lambda: reads.append(1) or waiting_devices())
+
+    # When the dispatcher ticks again with the same live workers, then after a CPU worker appears, then a
+    # minute later
+    dispatcher.tick()
+    assert reads == []
+    live("cpu.n1")
+    dispatcher.tick()
+    assert len(reads) == 1
+    clock.advance(61)
+    dispatcher.tick()
+
+    # Then the waiting devices were read only on the change and after the minute
+    assert len(reads) == 2
+
+
+def test_a_run_is_requeued_at_the_first_tick_after_its_lease_expires_not_a_ttl_later(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    create_run: Callable[..., Run],
+    redis_client: fakeredis.FakeRedis,
+    keys: Keys,
+    settings: Settings,
+    clock: FakeClock,
+) -> None:
+    # Given a run training for a while, whose worker holds its lease at the first tick
+    run = _start(registry, create_run(device="auto"), "gpu.n1.0", started_ago=settings.lease_ttl * 10)
+    redis_client.set(keys.lease(run.run_id), "1")
+    dispatcher.tick()
+    assert registry.get_run(run.run_id).status is S.RUNNING
+
+    # When the worker dies and its lease key expires (here: goes away), and the dispatcher ticks once more
+    redis_client.delete(keys.lease(run.run_id))
+    clock.advance(settings.tick_interval)
+    dispatcher.tick()
+
+    # Then that tick requeued it: no second lease TTL of its own sightings
+    assert [to for _, to, _, _ in registry.get_transitions(run.run_id)][-2:] == ["interrupted", "queued"]

@@ -21,12 +21,13 @@ S = RunStatus
 # A legal path from QUEUED to each state, so that any state can be the start of an edge.
 PATH_TO: dict[RunStatus, list[RunStatus]] = {
     S.QUEUED: [],
-    S.RUNNING: [S.RUNNING],
-    S.COMPLETED: [S.RUNNING, S.COMPLETED],
-    S.FAILED: [S.RUNNING, S.FAILED],
-    S.STOPPED: [S.RUNNING, S.STOPPED],
-    S.TIMED_OUT: [S.RUNNING, S.TIMED_OUT],
-    S.INTERRUPTED: [S.RUNNING, S.INTERRUPTED],
+    S.DISPATCHED: [S.DISPATCHED],
+    S.RUNNING: [S.DISPATCHED, S.RUNNING],
+    S.COMPLETED: [S.DISPATCHED, S.RUNNING, S.COMPLETED],
+    S.FAILED: [S.DISPATCHED, S.RUNNING, S.FAILED],
+    S.STOPPED: [S.DISPATCHED, S.RUNNING, S.STOPPED],
+    S.TIMED_OUT: [S.DISPATCHED, S.RUNNING, S.TIMED_OUT],
+    S.INTERRUPTED: [S.DISPATCHED, S.RUNNING, S.INTERRUPTED],
 }
 LEGAL = sorted(((src, dst) for dst, sources in ALLOWED.items() for src in sources), key=str)
 ILLEGAL = sorted(((src, dst) for src in S for dst in S if src not in ALLOWED.get(dst, ())), key=str)
@@ -35,9 +36,14 @@ ILLEGAL = sorted(((src, dst) for src in S for dst in S if src not in ALLOWED.get
 def _run_in(registry: Registry, create_run: Callable[..., Run], status: RunStatus) -> Run:
     run = create_run()
     for step in PATH_TO[status]:
-        run = registry.record_transition(run.run_id, step)
+        run = registry.record_transition(run.run_id, step, **_queue_for(step))
     assert run.status is status
     return run
+
+
+def _queue_for(target: RunStatus) -> dict[str, str]:
+    """A dispatch names its queue."""
+    return {"queue": "cpu.n1"} if target is S.DISPATCHED else {}
 
 
 # ---------------------------------------------------------------------------- create and read
@@ -151,7 +157,7 @@ def test_every_allowed_transition_applies_and_is_recorded(
     rows_before = len(registry.get_transitions(run.run_id))
 
     # When it is moved to the target state
-    moved = registry.record_transition(run.run_id, target, reason="because")
+    moved = registry.record_transition(run.run_id, target, reason="because", **_queue_for(target))
 
     # Then the run is in the target state and one transition row says so
     assert moved.status is target
@@ -172,7 +178,7 @@ def test_every_other_transition_raises_and_changes_nothing(
 
     # When it is asked to move to a state it may not reach from there
     with pytest.raises(InvalidTransition) as info:
-        registry.record_transition(run.run_id, target)
+        registry.record_transition(run.run_id, target, **_queue_for(target))
 
     # Then the message gives its state, and neither the run nor its history changed
     assert source.value in str(info.value)
@@ -211,8 +217,9 @@ def test_stopped_timed_out_interrupted_and_failed_runs_can_be_queued_again(
 def test_terminal_transitions_set_finished_at_and_running_sets_started_at(
     registry: Registry, create_run: Callable[..., Run]
 ) -> None:
-    # Given a queued run
+    # Given a dispatched run
     run = create_run()
+    registry.mark_dispatched(run.run_id, "cpu.n1")
 
     # When it starts and then completes
     running = registry.record_transition(run.run_id, S.RUNNING)
@@ -229,6 +236,7 @@ def test_an_explicit_started_at_is_kept(registry: Registry, create_run: Callable
     # Given a start time from the worker
     started = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
     run = create_run()
+    registry.mark_dispatched(run.run_id, "cpu.n1")
 
     # When the run starts with it
     running = registry.record_transition(run.run_id, S.RUNNING, started_at=started)
@@ -259,9 +267,9 @@ def test_a_transition_for_a_stale_attempt_raises_and_changes_nothing(
     with pytest.raises(InvalidTransition):
         registry.record_transition(run.run_id, S.RUNNING, attempt=0)
 
-    # Then it is refused, saying which attempt lost, and the run still waits
+    # Then it is refused, saying which attempt lost, and the run is still dispatched
     assert "attempt 2" in str(info.value)
-    assert registry.get_run(run.run_id).status is S.QUEUED
+    assert registry.get_run(run.run_id).status is S.DISPATCHED
     # And the owning attempt may start it
     assert registry.record_transition(run.run_id, S.RUNNING, attempt=1).status is S.RUNNING
 
@@ -294,7 +302,7 @@ def test_mark_dispatched_claims_the_run_once_and_bumps_the_attempt(
     # Then only the first gets it, as attempt 1 on its queue
     assert (first, second) == (1, None)
     claimed = registry.get_run(run.run_id)
-    assert (claimed.status, claimed.queue, claimed.attempt) == (S.QUEUED, "gpu.n1.0", 1)
+    assert (claimed.status, claimed.queue, claimed.attempt) == (S.DISPATCHED, "gpu.n1.0", 1)
     assert claimed.dispatched_at is not None
 
 
@@ -311,23 +319,21 @@ def test_a_run_that_is_not_waiting_cannot_be_claimed(
     assert registry.get_run(run.run_id) == run
 
 
-def test_undispatch_puts_the_run_back_in_line_with_a_row(registry: Registry, create_run: Callable[..., Run]) -> None:
+def test_a_dispatched_run_goes_back_in_line_with_a_row(registry: Registry, create_run: Callable[..., Run]) -> None:
     # Given a run dispatched as attempt 1
     run = create_run()
     registry.mark_dispatched(run.run_id, "gpu.n1.0")
 
     # When its message is presumed lost
-    done = registry.undispatch(run.run_id, 1, "worker gone")
+    back = registry.record_transition(run.run_id, S.QUEUED, attempt=1, reason="worker gone")
 
     # Then it waits again, keeps its attempt count, the history says why, and it can be claimed as attempt 2
-    assert done is True
-    back = registry.get_run(run.run_id)
     assert (back.status, back.queue, back.dispatched_at, back.attempt) == (S.QUEUED, None, None, 1)
-    assert registry.get_transitions(run.run_id)[-1][:3] == ("queued", "queued", "worker gone")
+    assert registry.get_transitions(run.run_id)[-1][:3] == ("dispatched", "queued", "worker gone")
     assert registry.mark_dispatched(run.run_id, "cpu.n1") == 2
 
 
-def test_undispatch_of_another_attempt_or_a_started_run_does_nothing(
+def test_putting_back_another_attempt_or_a_started_run_does_nothing(
     registry: Registry, create_run: Callable[..., Run]
 ) -> None:
     # Given a run dispatched as attempt 1, and another that already started
@@ -337,13 +343,26 @@ def test_undispatch_of_another_attempt_or_a_started_run_does_nothing(
     registry.mark_dispatched(started.run_id, "gpu.n1.1")
     registry.record_transition(started.run_id, S.RUNNING, attempt=1)
 
-    # When a stale undispatch names attempt 2 for the first, and the right attempt for the started one
+    # When a stale recovery names attempt 2 for the first, and the right attempt for the started one
     # Then neither changes
-    assert registry.undispatch(waiting.run_id, 2, "stale") is False
-    assert registry.undispatch(started.run_id, 1, "late") is False
+    with pytest.raises(InvalidTransition):
+        registry.record_transition(waiting.run_id, S.QUEUED, attempt=2, reason="stale")
+    with pytest.raises(InvalidTransition):
+        registry.record_transition(started.run_id, S.QUEUED, attempt=1, reason="late")
     assert registry.get_run(waiting.run_id).queue == "gpu.n1.0"
     assert registry.get_run(started.run_id).status is S.RUNNING
     assert all(row[2] not in ("stale", "late") for row in registry.get_transitions(waiting.run_id))
+
+
+def test_a_dispatch_must_name_its_queue(registry: Registry, create_run: Callable[..., Run]) -> None:
+    # Given a waiting run
+    run = create_run()
+
+    # When it is dispatched without a queue
+    # Then it is refused and still waits
+    with pytest.raises(InvalidInput):
+        registry.record_transition(run.run_id, S.DISPATCHED)
+    assert registry.get_run(run.run_id).status is S.QUEUED
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -426,6 +445,7 @@ def test_started_at_comparisons_use_aware_datetimes(registry: Registry, create_r
     # Given a run that started ten seconds ago
     run = create_run()
     ten_seconds_ago = datetime.now(timezone.utc) - timedelta(seconds=10)
+    registry.mark_dispatched(run.run_id, "cpu.n1")
     registry.record_transition(run.run_id, S.RUNNING, started_at=ten_seconds_ago)
 
     # When its age is computed the way the dispatcher does
@@ -438,16 +458,18 @@ def test_started_at_comparisons_use_aware_datetimes(registry: Registry, create_r
 def test_concurrent_transitions_record_the_state_each_one_really_left(
     registry: Registry, create_run: Callable[..., Run]
 ) -> None:
-    # Given: a run, and three writers (each with its own connections, as separate processes have) that keep
-    # moving it around the cycle running -> interrupted -> queued -> running
-    run = registry.record_transition(create_run().run_id, RunStatus.RUNNING)
-    writers = [Registry(registry.url) for _ in range(3)]
-    steps = [RunStatus.INTERRUPTED, RunStatus.QUEUED, RunStatus.RUNNING]
+    # Given: a run, and four writers (each with its own connections, as separate processes have) that keep
+    # moving it around the cycle running -> interrupted -> queued -> dispatched -> running
+    run = create_run()
+    registry.mark_dispatched(run.run_id, "cpu.n1")
+    run = registry.record_transition(run.run_id, RunStatus.RUNNING)
+    writers = [Registry(registry.url) for _ in range(4)]
+    steps = [RunStatus.INTERRUPTED, RunStatus.QUEUED, RunStatus.DISPATCHED, RunStatus.RUNNING]
 
     def move(writer: Registry, to: RunStatus) -> None:
         for _ in range(40):
             with contextlib.suppress(InvalidTransition):
-                writer.record_transition(run.run_id, to)
+                writer.record_transition(run.run_id, to, **_queue_for(to))
 
     # When they race
     threads = [threading.Thread(target=move, args=pair) for pair in zip(writers, steps, strict=True)]
@@ -463,3 +485,6 @@ def test_concurrent_transitions_record_the_state_each_one_really_left(
     assert len(chain) > 3
     assert all(prev[1] == step[0] for prev, step in itertools.pairwise(chain)), [(f, t) for f, t, _, _ in chain]
     assert chain[-1][1] == registry.get_run(run.run_id).status.value
+    # And the ring counts the run as waiting exactly when it is queued
+    waiting = registry.waiting_users(10)
+    assert waiting == ([(run.user_id, waiting[0][1])] if chain[-1][1] == "queued" else [])

@@ -164,6 +164,8 @@ def test_a_child_that_reports_an_error_fails_with_its_message_and_traceback(make
     # Then the run fails with the child's own words
     assert outcome.status is S.FAILED
     assert outcome.reason is not None and outcome.reason.startswith("ValueError: bad labels\nTraceback")
+    # And it is not retried: a reported error would happen again
+    assert not outcome.retryable
 
 
 def test_a_child_killed_like_the_oom_killer_does_fails_with_a_hint(make_ctx) -> None:
@@ -180,6 +182,8 @@ def test_a_child_killed_like_the_oom_killer_does_fails_with_a_hint(make_ctx) -> 
     assert outcome.status is S.FAILED
     assert "terminated unexpectedly by SIGKILL" in (outcome.reason or "")
     assert "out-of-memory killer" in (outcome.reason or "")
+    # And another attempt may be tried (up to max_attempts): nothing reported an error
+    assert outcome.retryable
 
 
 def test_a_stop_request_is_passed_to_the_child_and_the_attempt_ends_stopped(make_ctx) -> None:
@@ -269,15 +273,15 @@ def test_a_stale_attempt_is_skipped_and_leaves_the_run_alone(make_ctx) -> None:
     run = ctx.registry.create_run(RunSpec(user_id="a", run_name="r", base_model="yolov8n.yaml", dataset_dir="/d",
                                           task="detect", epochs=1, device="cpu"))  # fmt: skip
     ctx.registry.mark_dispatched(run.run_id, ctx.queue)
-    ctx.registry.undispatch(run.run_id, 1, "lost")
+    ctx.registry.record_transition(run.run_id, S.QUEUED, attempt=1, reason="lost")
     ctx.registry.mark_dispatched(run.run_id, ctx.queue)
 
     # When attempt 1's message arrives late
     said = execute_run(ctx, run.run_id, 1)
 
     # Then it is skipped, and the run still waits for attempt 2
-    assert said == "skipped: run is queued at attempt 2, message is for attempt 1"
-    assert (ctx.registry.get_run(run.run_id).status, ctx.registry.get_run(run.run_id).attempt) == (S.QUEUED, 2)
+    assert said == "skipped: run is dispatched at attempt 2, message is for attempt 1"
+    assert (ctx.registry.get_run(run.run_id).status, ctx.registry.get_run(run.run_id).attempt) == (S.DISPATCHED, 2)
 
 
 def test_a_run_whose_lease_another_worker_holds_is_skipped(make_ctx) -> None:
@@ -293,7 +297,7 @@ def test_a_run_whose_lease_another_worker_holds_is_skipped(make_ctx) -> None:
 
     # Then this worker does not train it
     assert said == "skipped: another worker holds the run's lease"
-    assert ctx.registry.get_run(run.run_id).status is S.QUEUED
+    assert ctx.registry.get_run(run.run_id).status is S.DISPATCHED
 
 
 def test_a_run_stopped_between_the_read_and_the_start_is_skipped_and_its_lease_released(
@@ -335,5 +339,7 @@ def test_execute_run_trains_through_the_child_and_publishes_the_model(make_ctx, 
     assert (done.status, done.model_name, done.last_epoch) == (S.COMPLETED, "r", 2)
     assert ctx.storage.get_model("a", "r").labels == ("a",)
     assert not ctx.redis.exists(ctx.keys.lease(run.run_id))
-    assert [t for _, t, _, _ in ctx.registry.get_transitions(run.run_id)] == ["queued", "running", "completed"]
+    assert [t for _, t, _, _ in ctx.registry.get_transitions(run.run_id)] == [
+        "queued", "dispatched", "running", "completed"
+    ]  # fmt: skip
 

@@ -170,6 +170,7 @@ class YoloTaskManager:
 
         Raises:
             InvalidInput, WeightsUnavailable: nothing was queued.
+            LimitExceeded: the user already has ``max_queued_per_user`` runs queued; nothing was queued.
         """
         base_model, dataset_dir = check_path(base_model, "base_model"), check_path(dataset_dir, "dataset_dir")
         if run_name is not None and not isinstance(run_name, str):
@@ -199,12 +200,12 @@ class YoloTaskManager:
             user_id=user_id, run_name=run_name, base_model=model_ref, dataset_dir=dataset_dir,
             task=model_task, epochs=epochs, device=device_request, hyp=hyp, max_duration=seconds,
         )  # fmt: skip
-        run = self._ctx.registry.create_run(spec)
+        run = self._ctx.registry.create_run(spec, max_waiting=self.settings.max_queued_per_user)
         if callbacks:
             self._subscriber.follow(run.run_id, callbacks)
         try:
             self._ctx.bus.publish(run.run_id, user_id, type=EventType.STATUS, status=RunStatus.QUEUED, epochs=epochs)
-            self._ctx.dispatcher.tick()
+            self._ctx.dispatcher.tick()  # a few queries per free device and waiting user, whatever the backlog
         except redis.exceptions.RedisError as exc:
             raise BrokerUnavailable(
                 f"run {run.run_id} is recorded as queued, but Redis failed ({exc}): the workers dispatch it when "
@@ -213,13 +214,13 @@ class YoloTaskManager:
         return run.run_id
 
     def stop(self, user_id: str, run_id: str) -> bool:
-        """Ask a run to stop; True if it was queued or running. A running one keeps a resumable last.pt."""
+        """Ask a run to stop; True if it was queued, dispatched or running. A running one keeps a resumable last.pt."""
         run = self.get_run(user_id, run_id)
         if run.is_terminal:
             return False
         self._ctx.stops.request(run_id)
-        if run.status is RunStatus.QUEUED:
-            # If it started meanwhile, its worker sees the flag.
+        if run.status in (RunStatus.QUEUED, RunStatus.DISPATCHED):
+            # If it started meanwhile, its worker sees the flag; a message that arrives later is skipped.
             with contextlib.suppress(InvalidTransition):
                 self._ctx.transition(run_id, RunStatus.STOPPED, reason="stopped by user before it started")
         return True
@@ -228,7 +229,7 @@ class YoloTaskManager:
         """Queue a stopped, failed, interrupted or timed-out run again; it continues from last.pt.
 
         Raises:
-            InvalidTransition: the run is queued, running or completed.
+            InvalidTransition: the run is queued, dispatched, running or completed.
         """
         run = self.get_run(user_id, run_id)
         try:

@@ -1,4 +1,4 @@
-"""Celery on Redis: app factory, key schema, events, leases, stop requests, dispatch, and the embedded
+"""Celery on Redis: app factory, key schema, events, leases, worker presence, stop requests, and the embedded
 single-machine processes (Redis, a local worker).
 
 Must not import ``workers``, ``tasks``, ``api_client``, torch or ultralytics (an import-linter contract).

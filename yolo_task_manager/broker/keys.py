@@ -39,9 +39,10 @@ class Keys:
         """Held by the worker training the run; its expiry means the worker is gone."""
         return f"{self.prefix}:run:{run_id}:lease"
 
-    def worker(self, queue: str) -> str:
-        """Present while a worker consumes ``queue``."""
-        return f"{self.prefix}:worker:{queue}"
+    @property
+    def workers(self) -> str:
+        """Sorted set queue -> Unix time of its worker's last heartbeat; stale members are pruned."""
+        return f"{self.prefix}:workers"
 
     @property
     def worker_seen(self) -> str:
@@ -49,17 +50,8 @@ class Keys:
         return f"{self.prefix}:worker-seen"
 
     @property
-    def worker_pattern(self) -> str:
-        return f"{self.prefix}:worker:*"
-
-    @property
     def dispatch_lock(self) -> str:
         return f"{self.prefix}:dispatch:lock"
-
-    @property
-    def fairness(self) -> str:
-        """Hash user_id -> turn of that user's last dispatch (round robin)."""
-        return f"{self.prefix}:dispatch:last-turn"
 
     @property
     def inference_stats(self) -> str:

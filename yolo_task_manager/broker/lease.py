@@ -1,7 +1,7 @@
 """A run's lease in Redis: held by the one worker that trains the run; its expiry means that worker is gone.
 
 Acquired when an attempt starts, renewed by the worker's heartbeat, released when the attempt ends. The
-dispatcher only looks at whether it exists (``lease_held``).
+dispatcher (``scheduling.recovery``) only looks at whether it exists (``lease_held``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import time
 import redis
 
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.broker.presence import WorkerPresence
 from yolo_task_manager.constants import EXIT_DEVICE
 from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.errors import BrokerUnavailable, DeviceUnavailable, YoloTaskManagerError
@@ -61,10 +62,10 @@ class LocalWorker:
                 cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         client = redis.Redis.from_url(self.settings.redis_url or "")
-        key = Keys(self.settings.key_prefix).worker(self.queue)
-        deadline = time.monotonic() + timeout
+        presence = WorkerPresence(client, Keys(self.settings.key_prefix))
+        started, deadline = time.time(), time.monotonic() + timeout
         try:
-            while not client.exists(key):
+            while (presence.last_beat(self.queue) or 0.0) < started:  # a beat of this worker, not a dead one
                 code = process.poll()
                 if code is not None:
                     tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]

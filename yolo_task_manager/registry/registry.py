@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from sqlalchemy import create_engine, event, func, insert, or_, select, update
+from sqlalchemy import Connection, create_engine, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import Engine, ExceptionContext, Row, make_url
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -17,26 +17,29 @@ from yolo_task_manager.errors import (
     DatabaseUnavailable,
     InvalidInput,
     InvalidTransition,
+    LimitExceeded,
     NotFound,
     YoloTaskManagerError,
 )
 from yolo_task_manager.redact import mask_url, redact
+from yolo_task_manager.registry import ring
 from yolo_task_manager.registry.event_log import EventLog
 from yolo_task_manager.registry.schema import upgrade
-from yolo_task_manager.registry.tables import metrics, run_events, runs
+from yolo_task_manager.registry.tables import metrics, run_events, runs, user_turns
 from yolo_task_manager.values import Run, RunSpec, RunStatus
 
 __all__ = ["ALLOWED", "Registry"]
 
 S = RunStatus
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
-    S.RUNNING: frozenset({S.QUEUED}),
+    S.DISPATCHED: frozenset({S.QUEUED}),
+    S.RUNNING: frozenset({S.DISPATCHED}),
     S.COMPLETED: frozenset({S.RUNNING}),
-    S.FAILED: frozenset({S.QUEUED, S.RUNNING}),
-    S.STOPPED: frozenset({S.QUEUED, S.RUNNING, S.INTERRUPTED}),
+    S.FAILED: frozenset({S.QUEUED, S.DISPATCHED, S.RUNNING, S.INTERRUPTED}),
+    S.STOPPED: frozenset({S.QUEUED, S.DISPATCHED, S.RUNNING, S.INTERRUPTED}),
     S.TIMED_OUT: frozenset({S.RUNNING}),
     S.INTERRUPTED: frozenset({S.RUNNING}),
-    S.QUEUED: frozenset({S.INTERRUPTED, S.STOPPED, S.FAILED, S.TIMED_OUT}),
+    S.QUEUED: frozenset({S.DISPATCHED, S.INTERRUPTED, S.STOPPED, S.FAILED, S.TIMED_OUT}),
 }
 """For each target state, the states a run may reach it from."""
 
@@ -84,14 +87,26 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
-    def create_run(self, spec: RunSpec) -> Run:
-        """Insert a new queued run; raise ``AlreadyExists`` when the user already has ``spec.run_name``."""
+    def create_run(self, spec: RunSpec, *, max_waiting: int | None = None) -> Run:
+        """Insert a new queued run; raise ``AlreadyExists`` when the user already has ``spec.run_name``.
+
+        Raises:
+            LimitExceeded: the user already has ``max_waiting`` runs queued; nothing was written.
+        """
+        now = _now()
         values = {**spec.to_dict(), "run_id": uuid.uuid4().hex, "status": S.QUEUED.value, "attempt": 0,
-                  "created_at": _now()}  # fmt: skip
+                  "created_at": now, "failed_attempts": 0, "worker_losses": 0}  # fmt: skip
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(runs).values(**values))
-                conn.execute(insert(run_events).values(run_id=values["run_id"], to_status=S.QUEUED.value, at=_now()))
+                conn.execute(insert(run_events).values(run_id=values["run_id"], to_status=S.QUEUED.value, at=now))
+                ring.enter(conn, spec.user_id, now)  # its row lock (PostgreSQL) makes the count below exact
+                waiting = ring.waiting_count(conn, spec.user_id)
+                if max_waiting is not None and waiting > max_waiting:
+                    raise LimitExceeded(
+                        f"user {spec.user_id!r} already has {waiting - 1} runs queued (max_queued_per_user="
+                        f"{max_waiting}): nothing was queued; submit again once some have started, or stop() some"
+                    )
         except IntegrityError:
             raise AlreadyExists(
                 f"user {spec.user_id!r} already has a run named {spec.run_name!r}: "
@@ -109,6 +124,36 @@ class Registry:
         if row is None:
             raise NotFound(f"no run {run_id!r} for this user: see list_runs()")
         return _to_run(row)
+
+    def waiting_users(self, limit: int, offset: int = 0) -> list[tuple[str, int]]:
+        """(user_id, turn of their last dispatch) of users with waiting runs, the one served longest ago first."""
+        query = (
+            select(user_turns.c.user_id, user_turns.c.last_turn)
+            .where(user_turns.c.turn.is_not(None))
+            .order_by(user_turns.c.turn, user_turns.c.waiting_since, user_turns.c.user_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as conn:
+            return [(row.user_id, row.last_turn) for row in conn.execute(query)]
+
+    def waiting_runs(self, user_id: str, devices: Iterable[str], limit: int) -> list[Run]:
+        """The user's oldest ``limit`` queued runs whose device request is one of ``devices``."""
+        query = (
+            select(runs)
+            .where(runs.c.status == S.QUEUED.value, runs.c.user_id == user_id, runs.c.device.in_(list(devices)))
+            .order_by(runs.c.created_at, runs.c.run_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_to_run(row) for row in conn.execute(query)]
+
+    def waiting_devices(self) -> list[str]:
+        """The device requests of queued runs: one index step on ``(status, device)`` per distinct request (a
+        skip scan), not one per run."""
+        with self.engine.connect() as conn:
+            found = conn.execute(_SKIP_SCAN_DEVICES, {"status": S.QUEUED.value}).scalars()
+            return sorted(d for d in found if d is not None)
 
     def list_runs(self, user_id: str | None = None, statuses: Iterable[RunStatus] | None = None) -> list[Run]:
         query = select(runs).order_by(runs.c.created_at, runs.c.run_id)
@@ -137,7 +182,11 @@ class Registry:
         """
         allowed = ALLOWED[to]
         changes: dict[str, Any] = {"status": to.value, "reason": reason, **values}
-        if to is S.RUNNING:
+        if to is S.DISPATCHED:  # a new attempt: its number fences off every earlier one
+            if not values.get("queue"):
+                raise InvalidInput("a dispatch names its queue")
+            changes.update(attempt=runs.c.attempt + 1, dispatched_at=_now(), started_at=None)
+        elif to is S.RUNNING:
             changes.setdefault("started_at", _now())
         elif to is S.QUEUED:
             changes.update(queue=None, dispatched_at=None, finished_at=None)
@@ -146,14 +195,15 @@ class Registry:
         query = update(runs).where(runs.c.run_id == run_id, runs.c.status.in_([s.value for s in allowed]))
         if attempt is not None:
             query = query.where(runs.c.attempt == attempt)
-        status_now = select(runs.c.status).where(runs.c.run_id == run_id)
+        status_now = select(runs.c.status, runs.c.user_id).where(runs.c.run_id == run_id)
         with self.engine.begin() as conn:
             # Compare and set: the update applies only to the state just read, so the row records the state
             # the run really left even when another process moves it in between (then read it again).
             while True:
-                before = conn.execute(status_now).scalar()
-                if before is None:
+                row = conn.execute(status_now).first()
+                if row is None:
                     raise NotFound(f"no run {run_id!r}")
+                before, user_id = row
                 if conn.execute(query.where(runs.c.status == before).values(**changes)).rowcount == 1:
                     break
                 if conn.execute(status_now).scalar() == before:
@@ -166,59 +216,28 @@ class Registry:
                     run_id=run_id, from_status=before, to_status=to.value, reason=reason, at=_now()
                 )
             )
+            _move_in_ring(conn, user_id, before, to)
         return self.get_run(run_id)
 
     def mark_dispatched(self, run_id: str, queue: str) -> int | None:
-        """Claim a waiting run for ``queue``; return the new attempt number, or None if it was taken."""
-        with self.engine.begin() as conn:
-            attempt = conn.execute(
-                select(runs.c.attempt).where(
-                    runs.c.run_id == run_id, runs.c.status == S.QUEUED.value, runs.c.queue.is_(None)
-                )
-            ).scalar()
-            if attempt is None:
-                return None
-            done = conn.execute(
-                update(runs)
-                .where(
-                    runs.c.run_id == run_id,
-                    runs.c.status == S.QUEUED.value,
-                    runs.c.attempt == attempt,
-                    runs.c.queue.is_(None),
-                )
-                .values(queue=queue, attempt=attempt + 1, dispatched_at=_now())
-            ).rowcount
-        return attempt + 1 if done == 1 else None
+        """The storage half of a dispatch (``queued -> dispatched`` on ``queue``); the new attempt, or None if the
+        run no longer waits. The dispatcher goes through ``Context.transition``, which also publishes it."""
+        try:
+            return self.record_transition(run_id, S.DISPATCHED, queue=queue).attempt
+        except InvalidTransition:
+            return None
 
-    def undispatch(self, run_id: str, attempt: int, reason: str) -> bool:
-        """Put a dispatched run that never started back in the waiting line (its message is presumed lost)."""
+    def explain_waiting(self, device: str, reason: str, limit: int | None = None) -> int:
+        """Set ``reason`` on runs queued for ``device`` (at most ``limit`` of them); return how many changed."""
+        stale = select(runs.c.run_id).where(
+            runs.c.status == S.QUEUED.value,
+            runs.c.device == device,
+            or_(runs.c.reason.is_(None), runs.c.reason != reason),
+        )
+        if limit is not None:
+            stale = stale.limit(limit)
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id, runs.c.status == S.QUEUED.value, runs.c.attempt == attempt)
-                .values(queue=None, dispatched_at=None)
-            ).rowcount
-            if done:
-                conn.execute(
-                    insert(run_events).values(
-                        run_id=run_id, from_status=S.QUEUED.value, to_status=S.QUEUED.value, reason=reason, at=_now()
-                    )
-                )
-        return done == 1
-
-    def explain_waiting(self, device: str, reason: str) -> int:
-        """Set ``reason`` on every run waiting (not dispatched) for ``device``; return how many changed."""
-        with self.engine.begin() as conn:
-            return conn.execute(
-                update(runs)
-                .where(
-                    runs.c.status == S.QUEUED.value,
-                    runs.c.queue.is_(None),
-                    runs.c.device == device,
-                    or_(runs.c.reason.is_(None), runs.c.reason != reason),
-                )
-                .values(reason=reason)
-            ).rowcount
+            return conn.execute(update(runs).where(runs.c.run_id.in_(stale)).values(reason=reason)).rowcount
 
     def record_metrics(self, run_id: str, epoch: int, values: dict[str, float]) -> bool:
         """Store one epoch's metrics; False when that epoch was already recorded."""
@@ -249,13 +268,32 @@ class Registry:
 
     def count_waiting(self) -> dict[str, int]:
         """Device -> how many runs wait to be dispatched to it."""
-        query = (
-            select(runs.c.device, func.count())
-            .where(runs.c.status == S.QUEUED.value, runs.c.queue.is_(None))
-            .group_by(runs.c.device)
-        )
+        query = select(runs.c.device, func.count()).where(runs.c.status == S.QUEUED.value).group_by(runs.c.device)
         with self.engine.connect() as conn:
             return {device: int(n) for device, n in conn.execute(query)}
+
+
+_SKIP_SCAN_DEVICES = text(
+    f"""
+    WITH RECURSIVE d(device) AS (
+        SELECT min(device) FROM {runs.name} WHERE status = :status
+        UNION ALL
+        SELECT (SELECT min(device) FROM {runs.name} WHERE status = :status AND device > d.device)
+        FROM d WHERE d.device IS NOT NULL
+    )
+    SELECT device FROM d
+    """
+)
+
+
+def _move_in_ring(conn: Connection, user_id: str, before: str, to: RunStatus) -> None:
+    """Keep the user's waiting count and turn in step with the run's move, in the same transaction."""
+    if to is S.DISPATCHED:  # from queued, the one way
+        ring.dispatched(conn, user_id)
+    elif before == S.QUEUED.value:
+        ring.leave(conn, user_id)
+    elif to is S.QUEUED:
+        ring.enter(conn, user_id, _now())
 
 
 def _translate_error(context: ExceptionContext) -> Exception | None:
@@ -328,4 +366,6 @@ def _to_run(row: Row[Any]) -> Run:
         last_epoch=m["last_epoch"],
         model_name=m["model_name"],
         max_duration=m["max_duration"],
+        failed_attempts=m["failed_attempts"],
+        worker_losses=m["worker_losses"],
     )

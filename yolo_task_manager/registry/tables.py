@@ -1,10 +1,24 @@
-"""The SQL schema: runs, their transitions, their per-epoch metrics, their events."""
+"""The SQL schema: runs, their transitions, their per-epoch metrics, their events,
+and the ring of users with waiting runs."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
-__all__ = ["events", "metadata", "metrics", "run_events", "runs"]
+__all__ = ["events", "metadata", "metrics", "run_events", "runs", "user_turns"]
 
 metadata = MetaData()
 
@@ -31,7 +45,29 @@ runs = Table(
     Column("last_epoch", Integer),
     Column("model_name", String(64)),
     Column("max_duration", Float),
+    # Added by revision 0002, like the indexes below and ``ytm_user_turns``.
+    Column("failed_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("worker_losses", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("user_id", "run_name", name="uq_ytm_runs_user_run_name"),
+    # One user's waiting runs, oldest first (the dispatcher reads a few with LIMIT), and which devices wait.
+    Index("ix_ytm_runs_status_user_created", "status", "user_id", "created_at"),
+    Index("ix_ytm_runs_status_device", "status", "device"),
+)
+
+user_turns = Table(
+    "ytm_user_turns",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    # How many of the user's runs are queued; kept in the transaction that moves a run in or out of queued.
+    Column("waiting", Integer, nullable=False, default=0),
+    # The number of the user's last dispatch (0: never); round robin serves the smallest first.
+    Column("last_turn", BigInteger, nullable=False, default=0),
+    # ``last_turn`` while the user has waiting runs, else NULL: the ring is the rows where it is set.
+    Column("turn", BigInteger),
+    # Since when the user has had waiting runs; breaks ties between users never served.
+    Column("waiting_since", DateTime(timezone=True)),
+    Index("ix_ytm_user_turns_ring", "turn", "waiting_since"),
+    Index("ix_ytm_user_turns_last_turn", "last_turn"),
 )
 
 run_events = Table(

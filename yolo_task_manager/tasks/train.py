@@ -32,7 +32,7 @@ def execute_run(ctx: WorkerContext, run_id: str, attempt: int) -> str:
         run = ctx.registry.get_run(run_id)
     except NotFound:
         return f"skipped: unknown run {run_id}"
-    if run.status is not RunStatus.QUEUED or run.attempt != attempt:
+    if run.status is not RunStatus.DISPATCHED or run.attempt != attempt:
         return f"skipped: run is {run.status.value} at attempt {run.attempt}, message is for attempt {attempt}"
     lease = Lease(ctx.redis, ctx.keys, run_id, ctx.settings.lease_ttl)
     if not lease.acquire():
@@ -132,13 +132,29 @@ def _finish(ctx: WorkerContext, run: Run, outcome: Outcome) -> None:
             model_name["model_name"] = run.run_name
         except YoloTaskManagerError as exc:
             outcome = Outcome(status=RunStatus.FAILED, reason=f"publishing the model failed: {exc}")
+    status, reason, counters = _counted(ctx, run, outcome)
     try:
         # The attempt guard leaves the run alone if another attempt owns it now.
-        ctx.transition(run.run_id, outcome.status, attempt=run.attempt, reason=outcome.reason, **model_name)
-        if outcome.status is RunStatus.INTERRUPTED:
+        ctx.transition(run.run_id, status, attempt=run.attempt, reason=reason, **model_name, **counters)
+        if status is RunStatus.INTERRUPTED:
             ctx.dispatcher.requeue(run.run_id)
     except InvalidTransition as exc:
         log.warning("run %s: outcome %s not applied: %s", run.run_id, outcome.status.value, exc)
+
+
+def _counted(ctx: WorkerContext, run: Run, outcome: Outcome) -> tuple[RunStatus, str | None, dict[str, int]]:
+    """The transition that applies ``outcome``, and the counter it bumps: a failure of the training on its own
+    is retried until ``max_attempts`` such failures; an interruption counts as one worker loss."""
+    if outcome.status is RunStatus.FAILED and outcome.retryable:
+        failed, limit = run.failed_attempts + 1, ctx.settings.max_attempts
+        if failed < limit:
+            reason = f"{outcome.reason}; retrying (failed attempt {failed} of max_attempts={limit})"
+            return RunStatus.INTERRUPTED, reason, {"failed_attempts": failed}
+        reason = f"{outcome.reason}; gave up after {failed} failed attempts (max_attempts={limit})"
+        return RunStatus.FAILED, reason, {"failed_attempts": failed}
+    if outcome.status is RunStatus.INTERRUPTED:
+        return outcome.status, outcome.reason, {"worker_losses": run.worker_losses + 1}
+    return outcome.status, outcome.reason, {}
 
 
 def _publish_model(ctx: WorkerContext, run: Run, result: TrainingResult) -> None:

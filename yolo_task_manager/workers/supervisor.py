@@ -55,6 +55,9 @@ class Outcome:
     status: RunStatus
     reason: str | None = None
     result: TrainingResult | None = None
+    retryable: bool = False
+    """A failure of the training on its own, without a reported error (a signal, an unexplained exit): another
+    attempt may succeed, up to ``max_attempts``."""
 
 
 class TrainingSupervisor:
@@ -250,7 +253,8 @@ class TrainingSupervisor:
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (SIGKILL from outside is often the kernel's out-of-memory killer)" if code == -9 else ""
-            return Outcome(status=RunStatus.FAILED, reason=f"training process terminated unexpectedly by {name}{hint}")
+            reason = f"training process terminated unexpectedly by {name}{hint}"
+            return Outcome(status=RunStatus.FAILED, reason=reason, retryable=True)
         if code == EXIT_STOPPED:
             return Outcome(status=RunStatus.STOPPED, reason="stopped by user")
         if code == EXIT_ORPHANED:
@@ -258,4 +262,5 @@ class TrainingSupervisor:
         return Outcome(
             status=RunStatus.FAILED,
             reason=f"training process exited with code {code}; see {self.run_dir / 'train.log'}",
+            retryable=True,
         )
