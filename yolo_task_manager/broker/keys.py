@@ -42,6 +42,10 @@ class Keys:
         """Held by the worker training the run; its expiry means the worker is gone."""
         return f"{self.prefix}:run:{run_id}:lease"
 
+    def fence(self, run_id: str) -> str:
+        """The highest attempt that ever took the run's lease: an older one can never take it again."""
+        return f"{self.prefix}:run:{run_id}:fence"
+
     def worker(self, queue: str) -> str:
         """Present while a worker consumes ``queue``."""
         return f"{self.prefix}:worker:{queue}"
