@@ -285,7 +285,8 @@ class TrainingSupervisor:
             self._outbox.append({"type": EventType.METRICS, "epoch": message.epoch, "epochs": message.epochs,
                                  "metrics": message.metrics})  # fmt: skip
         elif isinstance(message, CheckpointSaved):
-            self._promote()
+            if not self._promote() and self._lease_lost:
+                return  # fenced off: the checkpoint is not the run's
             self._outbox.append({"type": EventType.CHECKPOINT, "epoch": message.epoch, "epochs": message.epochs})
         elif isinstance(message, LogLine):
             self._outbox.append({"type": EventType.LOG, "reason": message.message})
