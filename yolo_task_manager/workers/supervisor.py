@@ -140,6 +140,7 @@ class TrainingSupervisor:
             for event in self._outbox:
                 self.ctx.publish(self.run.run_id, self.run.user_id, **event)
             self._outbox.clear()
+        self._fresh()  # a worker that froze while its child ran finds out here whether the run is still its own
         outcome = self._classify(child.returncode, child.memory_exhausted())
         if outcome.status is RunStatus.COMPLETED and outcome.result is not None:
             return self._promote_result(outcome.result)

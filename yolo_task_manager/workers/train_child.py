@@ -186,6 +186,13 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
     last = save_dir / "weights" / "last.pt"
     best = save_dir / "weights" / "best.pt"
     ckpt = resume_checkpoint(last)
+    if ckpt is not None and best.is_file() and int(ckpt["epoch"]) + 1 >= int(ckpt["train_args"]["epochs"]):
+        # Every epoch was trained and promoted, but the attempt ended before ultralytics' final strip (its worker
+        # was lost): ultralytics refuses to resume that, so finish as it would have.
+        del ckpt
+        ckpt = None
+        for done in (best, last):
+            trainer_module.strip_optimizer(done)
     if last.is_file() and ckpt is None and best.is_file():
         # ultralytics strips last.pt only after the final validation: the training had finished.
         emit(LogLine(message=f"training had finished: publishing {best}"))
