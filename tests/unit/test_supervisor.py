@@ -104,7 +104,7 @@ def _running(ctx: WorkerContext, **spec: object) -> tuple[Run, Lease]:
                                      task="detect", epochs=2, device="cpu")  # fmt: skip
     run = ctx.registry.create_run(RunSpec(**{**fields, **spec}))  # type: ignore[arg-type]
     attempt = ctx.registry.mark_dispatched(run.run_id, ctx.queue)
-    lease = Lease(ctx.redis, ctx.keys, run.run_id, ctx.settings.lease_ttl)
+    lease = Lease(ctx.redis, ctx.keys, run.run_id, ctx.settings.lease_ttl, attempt=attempt or 0)
     assert lease.acquire()
     return ctx.transition(run.run_id, S.RUNNING, attempt=attempt, queue=ctx.queue), lease
 

@@ -189,7 +189,6 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
     if ckpt is not None and best.is_file() and int(ckpt["epoch"]) + 1 >= int(ckpt["train_args"]["epochs"]):
         # Every epoch was trained and promoted, but the attempt ended before ultralytics' final strip (its worker
         # was lost): ultralytics refuses to resume that, so finish as it would have.
-        del ckpt
         ckpt = None
         for done in (best, last):
             trainer_module.strip_optimizer(done)
