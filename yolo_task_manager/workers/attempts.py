@@ -8,7 +8,7 @@ the lease (``Lease.holds``), and renames them into place. A worker that froze pa
 failing and promotes nothing: the published state is only ever written by the attempt that owns the run.
 
 The one gap left: a worker frozen between the check and its renames (a few syscalls), for longer than the
-lease's remaining life (at least half of it: ``MIN_LEFT``).
+lease's remaining life (the supervisor requires a quarter of the TTL left, ``min_left``).
 """
 
 from __future__ import annotations

@@ -204,10 +204,6 @@ class TrainingSupervisor:
             pass  # Redis is restarting: ask again at the next beat
 
     def _heartbeat(self) -> None:
-        def still_ours() -> bool:
-            run = self.ctx.registry.get_run(self.run.run_id)
-            return run.status is RunStatus.RUNNING and run.attempt == self.run.attempt
-
         lost = self.lease.heartbeat(self._still_ours)
         if lost and not self._lease_lost:
             log.error("run %s: %s; abandoning this attempt", self.run.run_id, lost)
