@@ -183,12 +183,21 @@ def test_a_zero_global_limit_from_the_environment_is_rejected() -> None:
         Settings.from_env({"YTM_GLOBAL_LIMIT": "0"})
 
 
-def test_a_lease_shorter_than_two_heartbeats_is_rejected() -> None:
-    # Given a lease that would expire between two heartbeats of a healthy worker
+def test_a_lease_shorter_than_four_heartbeats_is_rejected() -> None:
+    # Given a lease too short for a child to be gone (silence_limit + save_wait) before it can expire
     # When settings are built
     # Then InvalidInput is raised
     with pytest.raises(InvalidInput, match="lease_ttl"):
-        Settings(lease_ttl=3.0, heartbeat_interval=2.0)
+        Settings(lease_ttl=7.0, heartbeat_interval=2.0)
+
+
+def test_a_child_that_stops_hearing_its_worker_is_gone_before_the_lease_can_expire() -> None:
+    # Given the default settings, and the shortest lease allowed for a heartbeat
+    for settings in (Settings(), Settings(lease_ttl=4.0, heartbeat_interval=1.0)):
+        # Then the last keep-alive, the child's silence and a save in progress fit strictly inside one lease
+        assert settings.heartbeat_interval < settings.keep_alive_window
+        assert settings.keep_alive_window + settings.silence_limit + settings.save_wait <= settings.lease_ttl
+        assert settings.silence_limit > settings.heartbeat_interval  # a healthy worker's child never quits
 
 
 def test_storage_root_is_made_absolute_and_derived_paths_live_under_it(

@@ -44,6 +44,10 @@ class Keys:
         """Sorted set queue -> Unix time of its worker's last heartbeat; stale members are pruned."""
         return f"{self.prefix}:workers"
 
+    def fence(self, run_id: str) -> str:
+        """The highest attempt that ever took the run's lease: an older one can never take it again."""
+        return f"{self.prefix}:run:{run_id}:fence"
+
     @property
     def worker_seen(self) -> str:
         """Hash queue -> Unix time its worker was last present; it outlives the worker, to say when it left."""
