@@ -103,7 +103,8 @@ def run_worker(
     # lost connection that raises an AttributeError that kills the worker (kombu issues 582 and 970).
     # An unrestored message comes back after the visibility timeout instead.
     kombu_redis.QoS.restore_at_shutdown = False
-    ctx = WorkerContext(settings, device, training_command=training_command)  # raises SandboxUnavailable where "on" cannot be honoured
+    # Raises SandboxUnavailable where "on" cannot be honoured.
+    ctx = WorkerContext(settings, device, training_command=training_command)
     if not ctx.sandboxed:
         log.warning("YTM_SANDBOX=%s: tenant content runs unsandboxed on this worker", settings.sandbox or "on")
     remove_stale_cgroups()

@@ -33,7 +33,7 @@ from yolo_task_manager.broker.embedded import find_redis_server, free_port
 from yolo_task_manager.broker.keys import Keys
 from yolo_task_manager.devices import queue_for_device
 from yolo_task_manager.storage import LocalFileSystemStorage
-from yolo_task_manager.values import EventType
+from yolo_task_manager.values import Event, EventType
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CHILD = "yolo_task_manager.workers.train_child"
@@ -192,7 +192,9 @@ class Deployment:
         module = LAUNCHER if simulated else "yolo_task_manager.cli"
         argv = [sys.executable, "-m", module, "worker", "--device", "cpu"]
         if netns:
-            argv = ["ip", "netns", "exec", netns, *argv]  # ip execs the command: the same pid
+            # Only the network namespace (ip netns exec would also mount a /sys without cgroups); nsenter
+            # execs the command, so the pid is still the worker's.
+            argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
             "PYTHONPATH", "")]).rstrip(os.pathsep)}  # fmt: skip
         with open(log, "ab") as out:
@@ -239,15 +241,16 @@ class Deployment:
 # ---------------------------------------------------------------------------- the process-table sampler
 
 
-def _cmdline(pid: str) -> list[str] | None:
-    """A live process's argv, None for a zombie or one that is gone."""
+def _process(pid: str) -> tuple[int, list[str]] | None:
+    """A live process's parent PID and argv; None for a zombie or one that is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return None
+            fields = f.read().rsplit(b")", 1)[1].split()
+        if fields[0] == b"Z":
+            return None
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
-    except (OSError, IndexError):
+            return int(fields[1]), [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except (OSError, IndexError, ValueError):
         return None
 
 
@@ -255,18 +258,23 @@ def training_children(run_ids: Sequence[str]) -> dict[str, list[int]]:
     """For each run, the PIDs of its live training children: Python processes running the real child's
     module or the simulated trainer, with the run's job file (in the run's folder) on their command line.
 
-    Only the interpreter counts, not bubblewrap or the gate shell around it, whose argv repeats the child's.
+    Only the interpreter counts, not bubblewrap or the gate shell around it, whose argv repeats the child's;
+    nor a process that the training forked (a subprocess before its exec shows its parent's argv).
     """
-    found: dict[str, list[int]] = {run_id: [] for run_id in run_ids}
+    matched: dict[int, tuple[int, str]] = {}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or (process := _process(pid)) is None:
             continue
-        argv = _cmdline(pid)
+        ppid, argv = process
         if not argv or argv[0] != sys.executable or not (TRAIN_CHILD in argv or sim_trainer.MODULE in argv):
             continue
         for run_id in run_ids:
             if any(run_id in part for part in argv[1:] if part.endswith("spec.json")):
-                found[run_id].append(int(pid))
+                matched[int(pid)] = (ppid, run_id)
+    found: dict[str, list[int]] = {run_id: [] for run_id in run_ids}
+    for pid, (ppid, run_id) in matched.items():
+        if ppid not in matched:
+            found[run_id].append(pid)
     return found
 
 
@@ -280,6 +288,8 @@ class ProcessSampler:
     samples: int = 0
     counts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     pids: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    crowded: dict[str, dict[int, Any]] = field(default_factory=dict)
+    """For each run seen with two trainings at once, those processes: (parent PID, argv) each."""
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -296,6 +306,8 @@ class ProcessSampler:
             for run_id, pids in training_children(self.run_ids).items():
                 self.counts[run_id].append(len(pids))
                 self.pids[run_id].update(pids)
+                if len(pids) > 1 and run_id not in self.crowded:  # what the failure message shows
+                    self.crowded[run_id] = {pid: _process(str(pid)) for pid in pids}
             self.samples += 1
 
     def stop(self) -> None:
@@ -311,7 +323,10 @@ class ProcessSampler:
         (a sampler that saw nothing proves nothing)."""
         counts = self.counts.get(run_id) or []
         assert self.samples > 0 and counts, "the sampler took no sample"
-        assert self.most(run_id) == 1, f"{self.most(run_id)} training children of run {run_id} at one instant"
+        seen = {
+            pid: (p[0], [a[:80] for a in p[1][:6]]) if p else None for pid, p in self.crowded.get(run_id, {}).items()
+        }
+        assert self.most(run_id) == 1, f"{self.most(run_id)} training children of run {run_id} at one instant: {seen}"
         assert len(self.pids[run_id]) >= trainings, f"the sampler saw {len(self.pids[run_id])} training children"
 
 
@@ -325,12 +340,18 @@ class Followed:
         self.run_id = ""
         self.epochs: list[int] = []
         self.statuses: list[str] = []
+        self.logs: list[str] = []
+        """What the training children said (``LogLine``): one "starting"/"resuming" line per child."""
 
     def on_metrics(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
         self.epochs.append(epoch)
 
     def on_status(self, run_id: str, status: RunStatus, reason: str | None) -> None:
         self.statuses.append(RunStatus(status).value)
+
+    def on_event(self, event: Event) -> None:
+        if event.type is EventType.LOG and event.reason:
+            self.logs.append(event.reason)
 
     def wait_for_epoch(self, epoch: int, timeout: float = 120) -> None:
         wait_for(lambda: len(self.epochs) >= epoch, timeout, f"epoch {epoch} to be reported")
@@ -340,7 +361,7 @@ def train_followed(mgr: YoloTaskManager, user_id: str, dataset: Path, epochs: in
                    **kwargs: Any) -> Followed:  # fmt: skip
     """``mgr.train`` from the pretrained ``yolov8n.pt`` with its callbacks recorded."""
     followed = Followed()
-    callbacks = {"on_metrics": followed.on_metrics, "on_status": followed.on_status}
+    callbacks = {"on_metrics": followed.on_metrics, "on_status": followed.on_status, "on_event": followed.on_event}
     followed.run_id = mgr.train(user_id, "yolov8n.pt", str(dataset), epochs=epochs, run_name=run_name,
                                 callbacks=callbacks, imgsz=64, batch=4, workers=0, plots=False, **kwargs)  # fmt: skip
     return followed

@@ -111,8 +111,11 @@ def train(job: TrainingJob, out: Any, stop: threading.Event) -> int:
     with _SAVING:
         _save(final, best)
     names = final["model"].names
-    emit(TrainingResult(best=str(best), task=job.spec.task, labels=[names[i] for i in sorted(names)],
-                        imgsz=int(final["train_args"].get("imgsz") or 64), metrics=_metrics(epochs, epochs)))  # fmt: skip
+    labels = [names[i] for i in sorted(names)]
+    imgsz = int(final["train_args"].get("imgsz") or 64)
+    emit(
+        TrainingResult(best=str(best), task=job.spec.task, labels=labels, imgsz=imgsz, metrics=_metrics(epochs, epochs))
+    )
     return EXIT_OK
 
 
@@ -134,4 +137,3 @@ if __name__ == "__main__":
     code = main(sys.argv)
     sys.stdout.flush()
     os._exit(code)
-
