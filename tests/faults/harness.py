@@ -122,6 +122,8 @@ class Worker:
     process: subprocess.Popen[bytes]
     node: str
     log: Path
+    started_at: float
+    """Unix time just before it was started."""
 
     @property
     def pid(self) -> int:
@@ -197,22 +199,25 @@ class Deployment:
             argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
             "PYTHONPATH", "")]).rstrip(os.pathsep)}  # fmt: skip
+        started_at = time.time()
         with open(log, "ab") as out:
             process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                        cwd=REPO)  # fmt: skip
-        worker = Worker(process, node, log)
+        worker = Worker(process, node, log, started_at)
         self.workers.append(worker)
         if wait:
             self.wait_registered(worker)
         return worker
 
     def wait_registered(self, worker: Worker, timeout: float = 90) -> None:
+        """Until the worker says it is present: the last-seen hash, which every version of worker presence writes,
+        names its queue with a time after its start."""
         client = redis.Redis.from_url(self.settings.redis_url or "")
-        key = self.keys.worker(worker.queue)
 
         def registered() -> bool:
             assert worker.process.poll() is None, f"worker exited with {worker.process.returncode}: {worker.tail()}"
-            return bool(client.exists(key))
+            seen = client.hget(self.keys.worker_seen, worker.queue)
+            return seen is not None and float(seen) >= worker.started_at
 
         try:
             wait_for(registered, timeout, f"worker {worker.node} to register", poll=0.1)

@@ -17,8 +17,8 @@ from tests.faults.harness import (
 from yolo_task_manager import Run, RunStatus, Settings, YoloTaskManager
 
 KILLS = 20
-EPOCHS = 16
-"""More than the kills below advance the run by (about 0.4 epoch each), so that all twenty land mid-run."""
+EPOCHS = 12
+"""More than the twenty kills below advance the run by (well under one epoch each): all of them land mid-run."""
 
 
 def test_twenty_kills_of_the_worker_never_fail_the_run_nor_train_it_twice(
