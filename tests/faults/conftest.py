@@ -15,8 +15,6 @@ import pytest
 from tests.faults.harness import Deployment, ProcessSampler, RedisServer, make_template_checkpoint
 from yolo_task_manager.datasets.sample import make_sample_dataset
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

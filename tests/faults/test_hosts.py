@@ -34,6 +34,8 @@ from yolo_task_manager import RunStatus
 
 EPOCHS = 8
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass(frozen=True)
 class Host:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
+
 from tests.faults.harness import (
     Deployment,
     ProcessSampler,
@@ -19,6 +21,8 @@ from yolo_task_manager import Run, RunStatus, Settings, YoloTaskManager
 KILLS = 20
 EPOCHS = 12
 """More than the twenty kills below advance the run by (well under one epoch each): all of them land mid-run."""
+
+pytestmark = pytest.mark.slow
 
 
 def test_twenty_kills_of_the_worker_never_fail_the_run_nor_train_it_twice(

@@ -18,7 +18,7 @@ from tests.faults.harness import (
 )
 from yolo_task_manager import RunStatus
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 EPOCHS = 6
 

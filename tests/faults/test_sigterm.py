@@ -14,6 +14,8 @@ from yolo_task_manager.datasets.sample import make_sample_dataset
 
 EPOCHS = 5
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def shapes(shared_dir: Path) -> Path:
