@@ -56,9 +56,9 @@ def test_sigterm_shuts_the_worker_down_warm_and_another_worker_resumes_the_run(
     # Then: it resumed the run and completed it; every epoch once, in order, in the callbacks, the stream
     # and the registry; never two trainings at once; the model predicts
     assert done.status is RunStatus.COMPLETED, done.reason
-    shown = [to for to, _ in [(to, r) for _, to, r, _ in mgr._ctx.registry.get_transitions(run.run_id)]]
-    assert [s for s in shown if s != "dispatched"] == ["queued", "running", "interrupted", "queued", "running",
-                                                       "completed"]  # fmt: skip
+    # A "dispatched" step between queued and running, where the scheduler records one, is left out.
+    shown = [to for _, to, _, _ in mgr._ctx.registry.get_transitions(run.run_id) if to != "dispatched"]
+    assert shown == ["queued", "running", "interrupted", "queued", "running", "completed"]
     sampler.check_at_most_one(run.run_id, trainings=2)
     check_exactly_once(mgr, "sam", followed, EPOCHS)
     check_model_predicts(mgr, "sam", "warm", image)
