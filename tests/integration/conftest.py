@@ -122,7 +122,7 @@ def new_stack(root: Path, redis_server: EmbeddedRedis, base_checkpoint: Path, sh
         redis_url=redis_server.url,
         key_prefix=f"t{tag}",
         node=f"n{tag}",
-        lease_ttl=4.0,
+        lease_ttl=6.0,  # the child quits after 3 s without a keep-alive: room for a loaded machine
         heartbeat_interval=1.0,
         tick_interval=0.5,
         stop_grace=20.0,

@@ -98,9 +98,10 @@ def test_stop_keeps_a_resumable_checkpoint_and_resume_finishes_the_epochs(stack:
     assert seen == list(range(1, 9))  # the resumed child re-sends its checkpoint's epochs: dropped as copies
     assert [epoch for epoch, _ in mgr.get_metrics("bob", run_id)] == list(range(1, 9))
     assert stopped.last_epoch is not None and stopped.last_epoch < 8
-    assert transitions(mgr, run_id) == [
+    steps = mgr._ctx.registry.get_transitions(run_id)
+    assert [to for _, to, _, _ in steps] == [
         "queued", "dispatched", "running", "stopped", "queued", "dispatched", "running", "completed",
-    ]
+    ], steps
 
 
 def test_a_training_that_ignores_a_stop_is_killed_after_the_grace_period(stack: Stack, shapes: Path):

@@ -48,6 +48,9 @@ from yolo_task_manager.workers.sandbox import SandboxedProcess, keep_alive, requ
 
 __all__ = ["Outcome", "TrainingSupervisor"]
 
+RECORD = "_record"
+"""Marks a queued metrics event whose registry row is still to be written."""
+
 log = logging.getLogger(__name__)
 
 
@@ -140,10 +143,8 @@ class TrainingSupervisor:
             child.close()  # also any data-loader process the child left behind
             os.close(self._control)
             self._control = -1
-            # Every metrics event goes out before the run's final status, even across a Redis restart.
-            for event in self._outbox:
-                self.ctx.publish(self.run.run_id, self.run.user_id, **event)
-            self._outbox.clear()
+            # Every metrics event goes out before the run's final status, even across a Redis or database restart.
+            self._drain()
         self._fresh()  # a worker that froze while its child ran finds out here whether the run is still its own
         outcome = self._classify(child.returncode, child.memory_exhausted())
         if outcome.status is RunStatus.COMPLETED and outcome.result is not None:
@@ -282,10 +283,11 @@ class TrainingSupervisor:
         if isinstance(message, EpochMetrics):
             # Both sides drop an epoch they already have: a resumed child re-sends its checkpoint's epochs,
             # whose events a killed worker may have recorded but never published (or never read).
-            self.ctx.registry.record_metrics(self.run.run_id, message.epoch, message.metrics)
+            # The registry row is written with the event, in ``_flush``: a database restarting meanwhile delays
+            # both, in order, instead of ending the attempt.
             self.ctx.report_progress(message.epoch, message.epochs, message.metrics.get("fitness"))
             self._outbox.append({"type": EventType.METRICS, "epoch": message.epoch, "epochs": message.epochs,
-                                 "metrics": message.metrics})  # fmt: skip
+                                 "metrics": message.metrics, RECORD: True})  # fmt: skip
         elif isinstance(message, CheckpointSaved):
             if not self._promote() and self._lease_lost:
                 return  # fenced off: the checkpoint is not the run's
@@ -301,13 +303,31 @@ class TrainingSupervisor:
         """Publish queued events in order. Each is stored once (the bus pushes it to Redis when Redis is back);
         a registry outage keeps the rest for the next try."""
         while self._outbox:
+            event = self._outbox[0]
             try:
-                self.ctx.bus.publish(self.run.run_id, self.run.user_id, **self._outbox[0])
+                if event.pop(RECORD, False):
+                    try:
+                        self.ctx.registry.record_metrics(self.run.run_id, event["epoch"], event["metrics"])
+                    except DatabaseUnavailable:
+                        event[RECORD] = True
+                        raise
+                self.ctx.bus.publish(self.run.run_id, self.run.user_id, **event)
             except DatabaseUnavailable:
                 return
             self._outbox.pop(0)
         with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             self.ctx.bus.push()
+
+    def _drain(self) -> None:
+        """Flush until the outbox is empty, for up to the worker's publish patience; then raise."""
+        deadline = self._clock() + self.ctx.publish_patience
+        while True:
+            self._flush()
+            if not self._outbox:
+                return
+            if self._clock() > deadline:
+                raise DatabaseUnavailable(f"run {self.run.run_id}: {len(self._outbox)} events could not be stored")
+            time.sleep(0.5)
 
     def _classify(self, code: int | None, out_of_memory: bool) -> Outcome:
         if self._lease_lost:
