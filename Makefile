@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit lint
+.PHONY: setup demo test test-unit test-faults lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: setup
 # The fast tiers: unit and contract tests (fakeredis, SQLite, fake training children), about a minute.
 test-unit: setup
 	scripts/offline $(PY) -m pytest -p no:cacheprovider tests/unit tests/contract
+
+# The fault suite (tests/faults, also part of `make test`): kills, SIGTERM, PostgreSQL restarts, simulated hosts.
+test-faults: setup
+	scripts/offline $(PY) -m pytest -p no:cacheprovider tests/faults
 
 lint: setup
 	$(VENV)/bin/ruff check yolo_task_manager tests benchmarks examples

@@ -7,7 +7,7 @@ Three kinds of fresh process, interleaved (rotating order) ``--reps`` times, all
 - bare:        ``python -c pass`` (interpreter floor);
 - producer:    import yolo_task_manager; ``YoloTaskManager(...)`` with redis_url to a running Redis (no
                worker); one ``train()``; wait until ``on_event`` delivers the QUEUED event; read
-               ``bus.history``; ``close()``;
+               ``mgr.events``; ``close()``;
 - ultralytics: ``import ultralytics``.
 
 Each process reports whether ``torch``/``ultralytics`` (and a few other heavy modules) ended up in
@@ -68,12 +68,7 @@ run_id = mgr.train({USER!r}, {BASE_MODEL!r}, {dataset!r}, epochs=3, run_name="fo
 train_s = time.perf_counter() - t
 received = got.wait(10)
 event_s = time.perf_counter() - t
-import redis
-from yolo_task_manager.broker.events import EventBus
-from yolo_task_manager.broker.keys import Keys
-client = redis.Redis.from_url({redis_url!r})
-history = EventBus(client, Keys({prefix!r})).history(run_id)
-client.close()
+history = mgr.events({USER!r}, run_id)
 mgr.close()
 extra = {{"construct_s": construct_s, "train_s": train_s, "event_s": event_s, "event_received": received,
           "first_event": events[0].status.value if events else None, "history_len": len(history)}}
@@ -121,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"\nproducer: QUEUED event received by callback in {sum(r['event_received'] for r in prod)}/{len(prod)} "
-        f"processes; first event {prod[0]['first_event']!r}; bus.history length {prod[0]['history_len']}"
+        f"processes; first event {prod[0]['first_event']!r}; events length {prod[0]['history_len']}"
     )
 
     def med(kind: str, key: str) -> float:

@@ -3,7 +3,9 @@
     YTM_REDIS_URL=redis://127.0.0.1:6379/0 YTM_STORAGE_ROOT=/data python examples/flask_sse.py --port 8000
     curl -N http://127.0.0.1:8000/api/users/alice/runs/<run_id>/events
 
-A browser's EventSource reconnects by itself and sends ``Last-Event-ID``; the stream goes on from there.
+A browser's EventSource reconnects by itself and sends ``Last-Event-ID``; the stream goes on from there, and
+ends at once for a run that already ended. A ``: keep-alive`` comment every ``sse_keepalive`` seconds
+(YTM_SSE_KEEPALIVE) keeps proxies from closing a quiet stream.
 Take ``user_id`` from your authentication, not from the URL, in a real service.
 """
 
@@ -14,7 +16,6 @@ import argparse
 from flask import Flask, Response, request, stream_with_context
 
 from yolo_task_manager import InvalidInput, NotFound, Settings, YoloTaskManager
-from yolo_task_manager.api_client.sse import sse_stream
 
 
 def create_app(mgr: YoloTaskManager) -> Flask:
@@ -22,11 +23,10 @@ def create_app(mgr: YoloTaskManager) -> Flask:
 
     @app.get("/api/users/<user_id>/runs/<run_id>/events")
     def run_events(user_id: str, run_id: str) -> Response:
-        mgr.get_run(user_id, run_id)  # NotFound -> 404 before the stream starts
-        # A Last-Event-ID this feed never gave out -> 400, also before the stream starts.
-        events = mgr.subscribe(user_id, run_id, after=request.headers.get("Last-Event-ID"))
+        # NotFound -> 404, and a Last-Event-ID this feed never gave out -> 400, before the stream starts.
+        stream = mgr.sse(user_id, run_id, request.headers.get("Last-Event-ID"))
         return Response(
-            stream_with_context(sse_stream(events)),
+            stream_with_context(stream),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -53,19 +53,20 @@ class Context:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(settings.sql_url)
         self.storage = storage or storage_from_settings(settings)
-        self.bus = EventBus(self.redis, self.keys)
+        self.bus = EventBus(self.redis, self.keys, self.registry.events)
         self.stops = StopRequests(self.redis, self.keys)
         self.app = create_app(settings)
         self.dispatcher = Dispatcher(settings, self.redis, self.registry, self.send_run, self.transition)
         self.publish_patience = publish_patience
 
     def publish(self, run_id: str, user_id: str, type: EventType, **fields: Any) -> None:
-        """Publish an event, retrying for ``publish_patience`` seconds if Redis is unreachable."""
+        """Publish an event; while Redis is unreachable, retry its push (never its storing: the registry has it
+        once) for ``publish_patience`` seconds, then raise. Readers find an unpushed event in the registry."""
         deadline = time.monotonic() + self.publish_patience
-        while True:
+        self.bus.publish(run_id, user_id, type, **fields)
+        while self.bus.unpushed:
             try:
-                self.bus.publish(run_id, user_id, type, **fields)
-                return
+                self.bus.push()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 if time.monotonic() >= deadline:
                     raise

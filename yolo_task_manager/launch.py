@@ -22,6 +22,7 @@ from yolo_task_manager.tasks import register_tasks
 from yolo_task_manager.workers.context import WorkerContext
 from yolo_task_manager.workers.limits import remove_stale_cgroups
 from yolo_task_manager.workers.offline import offline_env
+from yolo_task_manager.workers.protocol import ChildCommand, training_child
 
 __all__ = ["pin_device", "run_worker"]
 
@@ -78,8 +79,18 @@ class _Presence(threading.Thread):
             log.warning("could not unregister queue %s", self.queue)
 
 
-def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", parent_pid: int | None = None) -> None:
-    """Consume ``device``'s queue until SIGTERM (warm: the running training is requeued, then we exit)."""
+def run_worker(
+    settings: Settings,
+    device: str,
+    *,
+    loglevel: str = "INFO",
+    parent_pid: int | None = None,
+    training_command: ChildCommand = training_child,
+) -> None:
+    """Consume ``device``'s queue until SIGTERM (warm: the running training is requeued, then we exit).
+
+    ``training_command`` is the training child's argv: the fault tests give a simulated trainer that speaks
+    the same protocol (``tests/faults/sim_trainer.py``)."""
     device = worker_device(device)
     queue = queue_for_device(device, settings.node)
     if device.startswith("cuda:"):
@@ -91,7 +102,8 @@ def run_worker(settings: Settings, device: str, *, loglevel: str = "INFO", paren
     # lost connection that raises an AttributeError that kills the worker (kombu issues 582 and 970).
     # An unrestored message comes back after the visibility timeout instead.
     kombu_redis.QoS.restore_at_shutdown = False
-    ctx = WorkerContext(settings, device)  # raises SandboxUnavailable where "on" cannot be honoured
+    # Raises SandboxUnavailable where "on" cannot be honoured.
+    ctx = WorkerContext(settings, device, training_command=training_command)
     if not ctx.sandboxed:
         log.warning("YTM_SANDBOX=%s: tenant content runs unsandboxed on this worker", settings.sandbox or "on")
     remove_stale_cgroups()

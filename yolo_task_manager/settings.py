@@ -35,6 +35,7 @@ class Settings:
     per_user_limit: int | None = None
     lease_ttl: float = 30.0
     heartbeat_interval: float = 2.0
+    """At most a quarter of ``lease_ttl``: see ``silence_limit`` for why."""
     tick_interval: float = 2.0
     stop_grace: float = 30.0
     dispatch_timeout: float = 300.0
@@ -70,6 +71,12 @@ class Settings:
     ``YTM_FILE_MODE`` is octal (``0660``)."""
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     """Inference refuses an image whose header declares more pixels, before decoding it."""
+    redis_patience: float = 60.0
+    """Seconds a feed (``subscribe()``, SSE) keeps reconnecting to a Redis that is away, delivering what the
+    registry holds meanwhile, before it raises ``BrokerUnavailable``."""
+    sse_keepalive: float = 15.0
+    """Seconds of quiet after which an SSE stream sends a ``: keep-alive`` comment (so proxies keep it open
+    and the server notices a client that left)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_root", Path(self.storage_root).expanduser().absolute())
@@ -92,17 +99,45 @@ class Settings:
         pixels = self.max_image_pixels
         if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
             raise InvalidInput(f"max_image_pixels must be a positive integer, got {pixels!r}")
+        for name in ("redis_patience", "sse_keepalive"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+                raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
         for name in ("max_attempts", "max_worker_losses"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-        if self.heartbeat_interval * 2 > self.lease_ttl:
-            raise InvalidInput("lease_ttl must be at least twice heartbeat_interval")
+        if not 0 < self.heartbeat_interval * 4 <= self.lease_ttl:
+            raise InvalidInput(
+                f"lease_ttl ({self.lease_ttl:g}s) must be at least 4 x heartbeat_interval "
+                f"({self.heartbeat_interval:g}s): a training child must be gone before its lease can expire"
+            )
 
     def readable_dirs(self, user_id: str) -> tuple[Path, ...]:
         """The folders outside the storage root that ``user_id`` (a validated id) may read."""
         own = tuple(Path(str(p).replace("{user_id}", user_id)) for p in self.user_data_dirs)
         return own + self.shared_data_dirs
+
+    @property
+    def silence_limit(self) -> float:
+        """Seconds a training child trains on without a keep-alive from its worker, then quits: ``lease_ttl / 2``.
+
+        The margins (docs/architecture.md, "Exactly one training"): a worker sends a keep-alive only while its
+        last renewal is younger than ``keep_alive_window`` (3/8 of the TTL); the child quits at most
+        ``silence_limit`` (1/2) after the last keep-alive, plus ``save_wait`` (1/8) if a checkpoint save is
+        under way. 3/8 + 1/2 + 1/8 = 1: the child is gone by the time the lease can expire.
+        """
+        return self.lease_ttl / 2
+
+    @property
+    def save_wait(self) -> float:
+        """Seconds an orphaned child lets a checkpoint save finish before it quits anyway (``lease_ttl / 8``)."""
+        return self.lease_ttl / 8
+
+    @property
+    def keep_alive_window(self) -> float:
+        """A worker keeps its child alive only while its last lease renewal is younger than this."""
+        return self.lease_ttl - self.silence_limit - self.save_wait
 
     @property
     def state_dir(self) -> Path:

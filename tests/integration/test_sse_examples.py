@@ -72,3 +72,45 @@ def test_another_users_run_is_not_found(stack: Stack, server: str, coco8: Path):
     mgr = stack.manager()
     run_id = mgr.train("ida", "yolov8n.pt", str(coco8), epochs=1, run_name="private", device="cuda:7", **TINY)
     assert httpx.get(f"{server}/api/users/eve/runs/{run_id}/events", timeout=10).status_code == 404
+
+
+@pytest.fixture(params=["flask_sse.py", "fastapi_sse.py"])
+def quick_server(request, stack: Stack) -> Iterator[str]:
+    """An example server whose streams send a keep-alive after each quiet second."""
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, str(REPO / "examples" / request.param), "--port", url.rsplit(":", 1)[1]]
+    env = {**os.environ, **stack.settings.to_env(), "YTM_SSE_KEEPALIVE": "1"}
+    with http_server(cmd, env, f"{url}/api/users/nobody/runs/x/events", 404):
+        yield url
+
+
+def test_reconnects_after_the_end_and_clients_that_leave_never_exhaust_the_server(
+    stack: Stack, quick_server: str, coco8: Path
+):
+    # Given: a run that ended (stopped while queued: events 1 queued, 2 stopped) and one that stays queued
+    mgr = stack.manager()
+    done = mgr.train("jo", "yolov8n.pt", str(coco8), epochs=1, run_name="ended", device="cuda:7", **TINY)
+    mgr.stop("jo", done)
+    waiting = mgr.train("jo", "yolov8n.pt", str(coco8), epochs=1, run_name="waiting", device="cuda:7", **TINY)
+
+    # When: 60 clients reconnect to the ended run after its last event, 60 more after its first, and 60 open
+    # the waiting run's stream, read its first event and leave
+    after_end = [list(read_sse(r)) for r in _gets(f"{quick_server}/api/users/jo/runs/{done}/events", "2", 60)]
+    after_first = [list(read_sse(r)) for r in _gets(f"{quick_server}/api/users/jo/runs/{done}/events", "1", 60)]
+    for _ in range(60):
+        with httpx.stream("GET", f"{quick_server}/api/users/jo/runs/{waiting}/events", timeout=30) as response:
+            assert next(read_sse(response))[0] == "1"
+
+    # Then: each ended stream ended at once (nothing, or only the stop), and the server still answers
+    assert after_end == [[]] * 60
+    assert all([(i, kind, d["status"]) for i, kind, d in m] == [("2", "status", "stopped")] for m in after_first)
+    with httpx.stream("GET", f"{quick_server}/api/users/jo/runs/{waiting}/events", timeout=30) as response:
+        assert next(read_sse(response))[0] == "1"
+
+
+def _gets(url: str, last_event_id: str, count: int) -> Iterator[httpx.Response]:
+    """``count`` GETs of a whole SSE stream, one after another; each must end by itself within 30 s."""
+    for _ in range(count):
+        with httpx.stream("GET", url, headers={"Last-Event-ID": last_event_id}, timeout=30) as response:
+            response.read()
+            yield response

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from yolo_task_manager import InvalidInput, Settings, YoloTaskManager
+from yolo_task_manager import InvalidInput, NotFound, Settings, YoloTaskManager
 from yolo_task_manager.broker.embedded import EmbeddedRedis
 from yolo_task_manager.storage import LocalFileSystemStorage
 
@@ -124,3 +124,26 @@ def test_the_manager_refuses_the_same_ids_at_the_call(queued_run: tuple[YoloTask
     assert next(mgr.subscribe("hal", run_id, after="0"))[0] == "1"
     assert next(mgr.subscribe("hal", run_id, after=0))[0] == "1"
     assert mgr.subscribe("hal", after=first) is not None
+
+
+def test_events_and_sse_answer_a_foreign_run_exactly_like_a_missing_one(
+    queued_run: tuple[YoloTaskManager, str],
+) -> None:
+    # Given hal's run
+    mgr, run_id = queued_run
+
+    # When eve asks for its events or its SSE stream, and for a run that does not exist
+    errors = []
+    for call in (mgr.events, mgr.sse):
+        for who, which in (("eve", run_id), ("eve", "0" * 32)):
+            with pytest.raises(NotFound) as caught:
+                call(who, which)
+            errors.append(str(caught.value).replace(which, "<run>"))
+
+    # Then every answer is the same NotFound; hal gets his run's events from the registry, and a bad seq is refused
+    assert len(set(errors)) == 1
+    assert [e.seq for e in mgr.events("hal", run_id)] == [1]
+    assert mgr.events("hal", run_id, after_seq=1) == []
+    for bad in (-1, "x", True):
+        with pytest.raises(InvalidInput):
+            mgr.events("hal", run_id, after_seq=bad)  # type: ignore[arg-type]

@@ -175,6 +175,35 @@ print(json.dumps({{
 
 
 @pytest.mark.usefixtures("bwrap")
+def test_a_training_child_writes_only_its_attempt_folder_and_reads_the_run_s_promoted_state(storage: Storage) -> None:
+    # Given a run folder with promoted state, and attempt 2's folder, as the supervisor binds them
+    s = storage
+    published = s.job / "train" / "weights" / "last.pt"
+    published.parent.mkdir(parents=True)
+    published.write_text("promoted checkpoint")
+    attempt = s.job / "attempts" / "2"
+    (attempt / "train").mkdir(parents=True)
+    policy = job_policy(attempt, base_env=os.environ, read_only=(s.job, s.dataset), hide=(s.root,))
+    code = f"""
+print(json.dumps({{
+    "read promoted": attempt(lambda: read({str(published)!r})),
+    "write promoted": attempt(lambda: write({str(published)!r})),
+    "write run folder": attempt(lambda: write({str(s.job / "spec.json")!r})),
+    "write own attempt": attempt(lambda: write({str(attempt / "train" / "last.pt")!r})),
+}}))
+"""
+    # When the child tries to write everywhere in its run
+    job, seen, out = run_child(code, policy)
+
+    # Then only its attempt folder takes writes; the published state is intact
+    assert job.returncode == 0, out
+    assert seen["read promoted"] == "ok:promoted checkpoint"
+    assert seen["write promoted"] == seen["write run folder"] == "err:EROFS"
+    assert seen["write own attempt"] == "ok:15"
+    assert published.read_text() == "promoted checkpoint" and not (s.job / "spec.json").exists()
+
+
+@pytest.mark.usefixtures("bwrap")
 def test_the_registry_redis_data_shadow_and_root_s_home_are_out_of_sight(storage: Storage) -> None:
     # Given a registry database and Redis data under the storage root, and the host's /etc and /root
     s = storage

@@ -1,20 +1,23 @@
-"""``EventBus``: numbered events per run, stored for replay on the run's and the user's streams."""
+"""``EventBus``: numbered events per run, stored in the registry's event log and pushed to the run's and the
+user's Redis streams."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import fakeredis
 import pytest
 
 from yolo_task_manager.broker.events import EventBus
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.registry import Registry
 from yolo_task_manager.values import Event, EventType, RunStatus
 
 
 @pytest.fixture
-def bus(redis_client: fakeredis.FakeRedis, keys: Keys) -> EventBus:
-    return EventBus(redis_client, keys)
+def bus(redis_client: fakeredis.FakeRedis, keys: Keys, registry: Registry) -> EventBus:
+    return EventBus(redis_client, keys, registry.events)
 
 
 def _user_stream(client: fakeredis.FakeRedis, keys: Keys, user_id: str) -> list[Event]:
@@ -152,9 +155,11 @@ def test_event_json_round_trip_keeps_enums(event: Event) -> None:
     assert wire["status"] == (event.status.value if event.status else None)
 
 
-def test_two_buses_on_one_redis_share_the_numbering(redis_client: fakeredis.FakeRedis, keys: Keys) -> None:
-    # Given a producer's bus and a worker's bus on the same Redis
-    producer, worker = EventBus(redis_client, keys), EventBus(redis_client, keys)
+def test_two_buses_on_one_redis_share_the_numbering(
+    redis_client: fakeredis.FakeRedis, keys: Keys, registry: Registry
+) -> None:
+    # Given a producer's bus and a worker's bus on the same Redis and registry
+    producer, worker = EventBus(redis_client, keys, registry.events), EventBus(redis_client, keys, registry.events)
 
     # When both publish on the same run
     first = producer.publish("run1", "alice", EventType.STATUS, status=RunStatus.QUEUED)
@@ -164,17 +169,22 @@ def test_two_buses_on_one_redis_share_the_numbering(redis_client: fakeredis.Fake
     assert (first.seq, second.seq) == (1, 2)
 
 
-def test_key_prefixes_keep_deployments_apart(redis_client: fakeredis.FakeRedis) -> None:
-    # Given two deployments sharing one Redis
-    prod, test = EventBus(redis_client, Keys("prod")), EventBus(redis_client, Keys("test"))
+def test_key_prefixes_keep_deployments_apart(redis_client: fakeredis.FakeRedis, tmp_path: Path) -> None:
+    # Given two deployments sharing one Redis, each with its own registry
+    registries = [Registry(f"sqlite:///{tmp_path / name}.db") for name in ("prod", "test")]
+    prod = EventBus(redis_client, Keys("prod"), registries[0].events)
+    test = EventBus(redis_client, Keys("test"), registries[1].events)
 
     # When each publishes on a run with the same id
     prod.publish("run1", "alice", EventType.LOG)
     event = test.publish("run1", "alice", EventType.LOG)
 
-    # Then each has its own numbering and history
+    # Then each has its own numbering, history and stream
     assert event.seq == 1
     assert len(prod.history("run1")) == 1
+    assert redis_client.xlen(Keys("prod").run_stream("run1")) == redis_client.xlen(Keys("test").run_stream("run1")) == 1
+    for registry in registries:
+        registry.close()
 
 
 def test_an_event_with_an_unknown_field_is_refused_before_it_is_stored(bus: EventBus) -> None:
@@ -190,16 +200,16 @@ def test_an_event_with_an_unknown_field_is_refused_before_it_is_stored(bus: Even
     assert [e.seq for e in bus.history("run1")] == [1]
 
 
-def test_a_runs_feed_goes_on_past_an_earlier_end_when_the_run_was_resumed(redis_client, keys):
-    from yolo_task_manager.api_client.feed import read_feed
+def test_a_runs_feed_goes_on_past_an_earlier_end_when_the_run_was_resumed(bus: EventBus) -> None:
+    from yolo_task_manager.api_client.feed import FeedSource, read_feed
 
     # Given a run that was stopped, resumed and completed
-    bus = EventBus(redis_client, keys)
     for status in ("queued", "running", "stopped", "queued", "running", "completed"):
         bus.publish("r1", "alice", EventType.STATUS, status=status)
 
     # When its feed is read from the start
-    feed = list(read_feed(redis_client, keys.run_stream("r1"), per_run=True))
+    source = FeedSource(bus.client, bus.keys, bus.event_log, patience=5.0)
+    feed = list(read_feed(source, user_id="alice", run_id="r1"))
 
     # Then it ends at the last end, not the first
     assert [event.status.value for _, event in feed][-1] == "completed" and len(feed) == 6

@@ -183,12 +183,21 @@ def test_a_zero_global_limit_from_the_environment_is_rejected() -> None:
         Settings.from_env({"YTM_GLOBAL_LIMIT": "0"})
 
 
-def test_a_lease_shorter_than_two_heartbeats_is_rejected() -> None:
-    # Given a lease that would expire between two heartbeats of a healthy worker
+def test_a_lease_shorter_than_four_heartbeats_is_rejected() -> None:
+    # Given a lease too short for a child to be gone (silence_limit + save_wait) before it can expire
     # When settings are built
     # Then InvalidInput is raised
     with pytest.raises(InvalidInput, match="lease_ttl"):
-        Settings(lease_ttl=3.0, heartbeat_interval=2.0)
+        Settings(lease_ttl=7.0, heartbeat_interval=2.0)
+
+
+def test_a_child_that_stops_hearing_its_worker_is_gone_before_the_lease_can_expire() -> None:
+    # Given the default settings, and the shortest lease allowed for a heartbeat
+    for settings in (Settings(), Settings(lease_ttl=4.0, heartbeat_interval=1.0)):
+        # Then the last keep-alive, the child's silence and a save in progress fit strictly inside one lease
+        assert settings.heartbeat_interval < settings.keep_alive_window
+        assert settings.keep_alive_window + settings.silence_limit + settings.save_wait <= settings.lease_ttl
+        assert settings.silence_limit > settings.heartbeat_interval  # a healthy worker's child never quits
 
 
 def test_storage_root_is_made_absolute_and_derived_paths_live_under_it(
@@ -285,3 +294,17 @@ def test_the_repr_of_settings_never_shows_credentials() -> None:
     # Then neither password appears, and the URLs are still there to use
     assert "hunter2" not in shown and "s3cret" not in shown
     assert settings.redis_url == "redis://:hunter2@h/0"
+
+
+def test_redis_patience_and_sse_keepalive_come_from_the_environment_and_must_be_positive() -> None:
+    # Given YTM_REDIS_PATIENCE and YTM_SSE_KEEPALIVE
+    settings = Settings.from_env({"YTM_REDIS_PATIENCE": "120", "YTM_SSE_KEEPALIVE": "2.5"})
+
+    # Then they are read as seconds, the defaults are documented ones, and nonsense is refused with the name
+    assert (settings.redis_patience, settings.sse_keepalive) == (120.0, 2.5)
+    assert (Settings().redis_patience, Settings().sse_keepalive) == (60.0, 15.0)
+    for bad in (0, -1, float("nan"), True):
+        with pytest.raises(InvalidInput, match="redis_patience"):
+            Settings(redis_patience=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="sse_keepalive"):
+            Settings(sse_keepalive=bad)  # type: ignore[arg-type]

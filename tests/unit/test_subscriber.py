@@ -13,9 +13,11 @@ from typing import Any
 import fakeredis
 import pytest
 
+from yolo_task_manager.api_client.feed import FeedSource
 from yolo_task_manager.api_client.subscriber import Subscriber
 from yolo_task_manager.broker.events import EventBus
 from yolo_task_manager.broker.keys import Keys
+from yolo_task_manager.registry import Registry
 from yolo_task_manager.values import TERMINAL, Event, EventType, RunStatus
 
 
@@ -56,15 +58,20 @@ class Recorder:
 
 
 @pytest.fixture
-def bus(redis_client: fakeredis.FakeRedis, keys: Keys) -> EventBus:
-    return EventBus(redis_client, keys)
+def bus(redis_client: fakeredis.FakeRedis, keys: Keys, registry: Registry) -> EventBus:
+    return EventBus(redis_client, keys, registry.events)
+
+
+@pytest.fixture
+def source(redis_client: fakeredis.FakeRedis, keys: Keys, registry: Registry) -> FeedSource:
+    return FeedSource(redis_client, keys, registry.events, patience=5.0)
 
 
 class ClosableSubscriber(Subscriber):
     """Remembers the runs it was asked to follow, so that teardown can wake its blocking read."""
 
-    def __init__(self, client: fakeredis.FakeRedis, keys: Keys) -> None:
-        super().__init__(client, keys)
+    def __init__(self, source: FeedSource) -> None:
+        super().__init__(source)
         self.run_ids: set[str] = set()
 
     def follow(self, run_id: str, callbacks: Any = None) -> None:
@@ -73,8 +80,8 @@ class ClosableSubscriber(Subscriber):
 
 
 @pytest.fixture
-def subscriber(redis_client: fakeredis.FakeRedis, keys: Keys, bus: EventBus) -> Iterator[Subscriber]:
-    sub = ClosableSubscriber(redis_client, keys)
+def subscriber(source: FeedSource, bus: EventBus) -> Iterator[Subscriber]:
+    sub = ClosableSubscriber(source)
     sub.start()
     yield sub
     sub.close()
@@ -216,9 +223,9 @@ def test_follow_without_callbacks_for_an_unknown_run_does_nothing(subscriber: Su
     assert subscriber.is_alive()
 
 
-def test_close_stops_the_thread_even_when_nothing_is_followed(redis_client: fakeredis.FakeRedis, keys: Keys) -> None:
+def test_close_stops_the_thread_even_when_nothing_is_followed(source: FeedSource) -> None:
     # Given an idle subscriber
-    sub = Subscriber(redis_client, keys)
+    sub = Subscriber(source)
     sub.start()
 
     # When it is closed

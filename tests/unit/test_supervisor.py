@@ -55,6 +55,16 @@ if behaviour == "crash":
     send(ChildFailed(message="ValueError: bad labels", traceback="Traceback (most recent call last): ..."))
     sys.exit(EXIT_FAILED)
 send(LogLine(message="ready"))
+if behaviour == "checkpoint":  # saves one checkpoint once the test says go, as train_child does (by rename)
+    go = os.path.join(os.path.dirname(job_file), "go")
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    os.makedirs(job.save_dir + "/weights", exist_ok=True)
+    with open(job.save_dir + "/weights/.last.pt.tmp", "wb") as f:
+        f.write(b"checkpoint of attempt %d" % job.attempt)
+    os.replace(job.save_dir + "/weights/.last.pt.tmp", job.save_dir + "/weights/last.pt")
+    send(CheckpointSaved(epoch=1, epochs=2, path=job.save_dir + "/weights/last.pt"))
+    send(EpochMetrics(epoch=1, epochs=2, metrics={"train/box_loss": 1.0}))
 while True:
     time.sleep(0.01)
 """
@@ -94,7 +104,7 @@ def _running(ctx: WorkerContext, **spec: object) -> tuple[Run, Lease]:
                                      task="detect", epochs=2, device="cpu")  # fmt: skip
     run = ctx.registry.create_run(RunSpec(**{**fields, **spec}))  # type: ignore[arg-type]
     attempt = ctx.registry.mark_dispatched(run.run_id, ctx.queue)
-    lease = Lease(ctx.redis, ctx.keys, run.run_id, ctx.settings.lease_ttl)
+    lease = Lease(ctx.redis, ctx.keys, run.run_id, ctx.settings.lease_ttl, attempt=attempt or 0)
     assert lease.acquire()
     return ctx.transition(run.run_id, S.RUNNING, attempt=attempt, queue=ctx.queue), lease
 
@@ -343,3 +353,50 @@ def test_execute_run_trains_through_the_child_and_publishes_the_model(make_ctx, 
         "queued", "dispatched", "running", "completed"
     ]  # fmt: skip
 
+
+# ---------------------------------------------------------------------------- fencing
+
+
+def test_a_saved_checkpoint_is_promoted_to_the_run_s_published_place(make_ctx) -> None:
+    # Given a running child in its attempt's folder
+    ctx = make_ctx("checkpoint")
+    run, lease = _running(ctx)
+    attempt = Supervising(ctx, run, lease)
+    run_dir = ctx.storage.run_dir(run.user_id, run.run_id)
+
+    # When it saves a checkpoint
+    (run_dir / "go").touch()
+    published = run_dir / "train" / "weights" / "last.pt"
+    deadline = time.monotonic() + 30
+    while not published.exists():
+        assert time.monotonic() < deadline, "the checkpoint was never promoted"
+        time.sleep(0.01)
+    ctx.stops.request(run.run_id)
+    (outcome,) = attempt.result()
+
+    # Then the run's published checkpoint is the attempt's, and the attempt's folder is gone
+    assert published.read_bytes() == f"checkpoint of attempt {run.attempt}".encode()
+    assert outcome.status is S.STOPPED
+    assert not (run_dir / "attempts" / str(run.attempt)).exists()
+
+
+def test_an_attempt_fenced_off_promotes_nothing_reports_nothing_and_discards_its_folder(make_ctx) -> None:
+    # Given a running child whose worker froze, and attempt 2 that took the run meanwhile
+    ctx = make_ctx("checkpoint")
+    run, lease = _running(ctx)
+    attempt = Supervising(ctx, run, lease)
+    run_dir = ctx.storage.run_dir(run.user_id, run.run_id)
+    ctx.redis.set(ctx.keys.lease(run.run_id), "attempt 2's token")
+    ctx.redis.set(ctx.keys.fence(run.run_id), run.attempt + 1)
+
+    # When the child saves a checkpoint and reports an epoch
+    (run_dir / "go").touch()
+    (outcome,) = attempt.result()
+
+    # Then nothing reached the published place, the registry or the stream, and the attempt is abandoned
+    assert outcome.status is S.INTERRUPTED and "lease lost" in (outcome.reason or "")
+    assert not (run_dir / "train" / "weights" / "last.pt").exists()
+    assert ctx.registry.get_metrics(run.run_id) == []
+    assert not [e for e in ctx.bus.history(run.run_id) if e.type in (EventType.METRICS, EventType.CHECKPOINT)]
+    assert not (run_dir / "attempts" / str(run.attempt)).exists()
+    assert not _alive(attempt.child)

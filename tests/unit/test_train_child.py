@@ -1,10 +1,16 @@
-"""What a resumed training child re-sends: the epochs its checkpoint holds, as logged or as ultralytics saved them."""
+"""What a resumed training child re-sends, and how it writes its checkpoints (by rename, naming a full disk)."""
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
 from typing import Any
 
-from yolo_task_manager.workers.train_child import trained_epochs
+import pytest
+
+from yolo_task_manager.errors import StorageError
+from yolo_task_manager.workers.train_child import _atomic_strip, _AtomicPath, trained_epochs
 
 
 def _table(*rows: tuple[int, float, float]) -> dict[str, list[float]]:
@@ -62,3 +68,35 @@ def test_epochs_past_the_checkpoint_are_left_out_and_the_latest_line_of_an_epoch
 
 def test_a_checkpoint_without_a_results_table_or_log_has_nothing_to_resend() -> None:
     assert trained_epochs({"epoch": 4}, []) == []
+
+
+def test_ultralytics_checkpoint_writes_go_through_a_rename(tmp_path: Path) -> None:
+    # Given last.pt from an earlier epoch, as ultralytics' save_model sees it (through the child's wrapper)
+    last = _AtomicPath(tmp_path / "last.pt")
+    last.write_bytes(b"epoch 1")
+    before = os.stat(last).st_ino
+
+    # When the next epoch's checkpoint is written
+    last.write_bytes(b"epoch 2")
+
+    # Then it is a new file renamed into place (a hard link to the old one, as promoted, keeps epoch 1)
+    assert last.read_bytes() == b"epoch 2" and os.stat(last).st_ino != before
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_a_strip_that_fails_for_want_of_space_leaves_the_checkpoint_whole_and_names_it(tmp_path: Path) -> None:
+    # Given a checkpoint, and ultralytics' strip_optimizer on a disk that fills up mid-save
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"trained weights")
+
+    def strip(f: str, s: str = "", updates: object = None) -> dict[str, Any]:
+        Path(s or f).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # When the child strips it
+    with pytest.raises(StorageError) as caught:
+        _atomic_strip(strip)(str(best))
+
+    # Then the error names the file and its volume, and the checkpoint is the one before
+    assert str(best) in str(caught.value) and "the volume mounted at" in str(caught.value)
+    assert best.read_bytes() == b"trained weights" and os.listdir(tmp_path) == ["best.pt"]

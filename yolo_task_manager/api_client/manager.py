@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -27,7 +27,7 @@ from yolo_task_manager.api_client.arguments import (
     check_timeout,
     validate_callbacks,
 )
-from yolo_task_manager.api_client.feed import read_feed
+from yolo_task_manager.api_client.feed import FeedSource, check_after, read_feed, read_feed_with_ticks
 from yolo_task_manager.api_client.inference import (
     EXPORT_OPTIONS,
     PREDICT_OPTIONS,
@@ -37,6 +37,7 @@ from yolo_task_manager.api_client.inference import (
     encode_sources,
     raise_failure,
 )
+from yolo_task_manager.api_client.sse import sse_stream
 from yolo_task_manager.api_client.subscriber import Subscriber
 from yolo_task_manager.api_client.validation import (
     check_task_fits,
@@ -67,6 +68,7 @@ from yolo_task_manager.storage import IStorage, LocalFileSystemStorage
 from yolo_task_manager.values import Event, EventType, ModelMeta, Run, RunSpec, RunStatus
 
 __all__ = ["YoloTaskManager"]
+
 
 class YoloTaskManager:
     """Train YOLO models for many users on Celery workers, one per device.
@@ -118,7 +120,9 @@ class YoloTaskManager:
         except BaseException:
             self.close()
             raise
-        self._subscriber = Subscriber(self._ctx.redis, self._ctx.keys)
+        self._feed_source = FeedSource(self._ctx.redis, self._ctx.keys, self._ctx.registry.events,
+                                       self.settings.redis_patience)  # fmt: skip
+        self._subscriber = Subscriber(self._feed_source)
         self._subscriber.start()
 
     def _start_embedded(self, storage_backend: IStorage | None) -> None:
@@ -394,21 +398,47 @@ class YoloTaskManager:
         until_done: bool = True,
         timeout: float | None = None,
     ) -> Iterator[tuple[str, Event]]:
-        """Yield ``(event_id, event)`` for one run, or all of a user's runs, from its Redis stream.
+        """Yield ``(event_id, event)`` for one run, or all of a user's runs.
 
-        History and live events come from one read of the stream, with no gap and no duplicate; pass the
-        last ``event_id`` you saw as ``after`` (SSE's ``Last-Event-ID``) to go on from there. For one run
-        ``event_id`` is its ``seq``. With ``until_done``, a run's feed ends at its completed, failed,
-        stopped or timed-out status; ``timeout`` ends a feed that stays quiet that long.
+        A run's feed reads the registry (the durable event log), then the run's Redis stream, with no gap
+        and no duplicate; pass the last ``event_id`` you saw as ``after`` (SSE's ``Last-Event-ID``) to go on
+        from there. For one run ``event_id`` is its ``seq``. With ``until_done``, a run's feed ends at its
+        completed, failed, stopped or timed-out status, at once if that already happened; ``timeout`` ends a
+        feed that stays quiet that long. A Redis restart does not end it: it reconnects and goes on.
+
+        Raises:
+            NotFound: no such run for this user. InvalidInput: an ``after`` this feed never gave out.
+            BrokerUnavailable: while iterating, after Redis stayed away for ``redis_patience`` seconds.
         """
         user_id = validate_id(user_id, "user_id")
         if run_id is not None:
-            self.get_run(user_id, run_id)
-            stream = self._ctx.keys.run_stream(run_id)
-        else:
-            stream = self._ctx.keys.user_stream(user_id)
-        return read_feed(self._ctx.redis, stream, per_run=run_id is not None, after=after, until_done=until_done,
+            run_id = self.get_run(user_id, run_id).run_id
+        return read_feed(self._feed_source, user_id=user_id, run_id=run_id, after=after, until_done=until_done,
                          timeout=timeout)  # fmt: skip
+
+    def sse(self, user_id: str, run_id: str, last_event_id: str | None = None) -> Iterator[str]:
+        """A run's feed as Server-Sent Events text, with a ``: keep-alive`` comment after each ``sse_keepalive``
+        seconds of quiet, for a web framework to stream (see ``examples/``).
+
+        Raises:
+            NotFound, InvalidInput: before the stream starts, as ``subscribe`` does.
+        """
+        user_id = validate_id(user_id, "user_id")
+        run_id = self.get_run(user_id, run_id).run_id
+        feed = read_feed_with_ticks(self._feed_source, user_id=user_id, run_id=run_id, after=last_event_id,
+                                    tick=self.settings.sse_keepalive)  # fmt: skip
+        return sse_stream(feed)
+
+    def events(self, user_id: str, run_id: str, after_seq: int = 0) -> list[Event]:
+        """The run's events with ``seq > after_seq``, oldest first, from the registry (complete also after
+        Redis lost its data).
+
+        Raises:
+            NotFound: no such run for this user. InvalidInput: ``after_seq`` is not a seq.
+        """
+        run = self.get_run(user_id, run_id)
+        after = check_after(after_seq, per_run=True)
+        return self._ctx.registry.events.read(run.run_id, after_seq=cast(int, after or 0))
 
     def list_models(self, user_id: str) -> list[ModelMeta]:
         return self._ctx.storage.list_models(validate_id(user_id, "user_id"))

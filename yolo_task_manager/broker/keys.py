@@ -21,12 +21,9 @@ class Keys:
         """Stream with every event of one run, for replay."""
         return f"{self.prefix}:run:{run_id}:events"
 
-    def run_seq(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{run_id}:seq"
-
-    def run_reported_epoch(self, run_id: str) -> str:
-        """The last epoch whose metrics event was published: a later copy of it is dropped."""
-        return f"{self.prefix}:run:{run_id}:reported-epoch"
+    def run_pushed(self, run_id: str) -> str:
+        """The last seq pushed to the run's stream: an older one arriving late is left to the registry."""
+        return f"{self.prefix}:run:{run_id}:pushed"
 
     def user_channel(self, user_id: str) -> str:
         """Pub/sub channel with every event of all of one user's runs."""
@@ -46,6 +43,10 @@ class Keys:
     def workers(self) -> str:
         """Sorted set queue -> Unix time of its worker's last heartbeat; stale members are pruned."""
         return f"{self.prefix}:workers"
+
+    def fence(self, run_id: str) -> str:
+        """The highest attempt that ever took the run's lease: an older one can never take it again."""
+        return f"{self.prefix}:run:{run_id}:fence"
 
     @property
     def worker_seen(self) -> str:

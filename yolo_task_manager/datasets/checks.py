@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from yolo_task_manager import durable
 from yolo_task_manager.datasets.files import (
     MAX_DATA_YAML_BYTES,
     MAX_IMAGE_LIST_BYTES,
@@ -106,9 +107,13 @@ def write_training_data(info: DatasetInfo, dest_dir: Path) -> str:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(info.training_data, f, sort_keys=False, allow_unicode=True)
-        os.replace(tmp, target)
+            f.flush()
+            os.fsync(f.fileno())
+        durable.replace(Path(tmp), target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
+        if exc.errno in durable.DISK_FULL:
+            raise StorageError(durable.disk_full_reason(target, exc)) from None
         raise StorageError(f"cannot write {target}: {exc.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from yolo_task_manager.errors import (
 )
 from yolo_task_manager.redact import mask_url, redact
 from yolo_task_manager.registry import ring
+from yolo_task_manager.registry.event_log import EventLog
 from yolo_task_manager.registry.schema import upgrade
 from yolo_task_manager.registry.tables import metrics, run_events, runs, user_turns
 from yolo_task_manager.values import Run, RunSpec, RunStatus
@@ -48,7 +49,7 @@ def _now() -> datetime:
 
 
 class Registry:
-    """Runs, transitions and metrics in SQLite (default) or PostgreSQL."""
+    """Runs, transitions, metrics and events in SQLite (default) or PostgreSQL."""
 
     def __init__(self, url: str, *, file_mode: int = 0o600) -> None:
         """Open (and create) the registry at SQLAlchemy ``url``; a new SQLite file gets ``file_mode``.
@@ -80,6 +81,8 @@ class Registry:
         except YoloTaskManagerError as exc:
             self.engine.dispose()
             raise type(exc)(f"cannot open the registry database {mask_url(url)}: {exc}") from None
+        self.events = EventLog(self.engine)
+        """Every run's events, numbered: the durable log behind the Redis streams."""
 
     def close(self) -> None:
         self.engine.dispose()

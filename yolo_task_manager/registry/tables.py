@@ -1,4 +1,5 @@
-"""The SQL schema: runs, their transitions, their per-epoch metrics, and the ring of users with waiting runs."""
+"""The SQL schema: runs, their transitions, their per-epoch metrics, their events,
+and the ring of users with waiting runs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "metrics", "run_events", "runs", "user_turns"]
+__all__ = ["events", "metadata", "metrics", "run_events", "runs", "user_turns"]
 
 metadata = MetaData()
 
@@ -88,3 +89,18 @@ metrics = Table(
     Column("values", JSON, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
+
+events = Table(
+    "ytm_events",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("user_id", String(64), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("epoch", Integer),
+    Column("body", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    # The metrics-epoch dedupe reads the run's highest reported epoch from this index.
+    Index("ix_ytm_events_run_type_epoch", "run_id", "type", "epoch"),
+)
+"""The durable event log: each run's events, numbered 1, 2, ... by the one insert that stores them."""

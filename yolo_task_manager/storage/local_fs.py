@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from yolo_task_manager import durable
 from yolo_task_manager.datasets.files import UnreadableFile, read_capped
 from yolo_task_manager.errors import AlreadyExists, InvalidInput, NotFound, StorageError
 from yolo_task_manager.ids import Area, validate_id
@@ -86,11 +87,12 @@ class LocalFileSystemStorage:
         tmp = models / f".tmp-{uuid.uuid4().hex}"
         try:
             tmp.mkdir()
-            shutil.copyfile(src_path, tmp / WEIGHTS)
+            # Each file fsync'd, then the folders: a crash after the rename never shows a truncated model.
+            durable.copy_file(src_path, tmp / WEIGHTS)
             if plots:
                 (tmp / "plots").mkdir()
             for plot in plots:
-                shutil.copyfile(plot, tmp / "plots" / Path(plot).name)
+                durable.copy_file(plot, tmp / "plots" / Path(plot).name)
             record = {
                 **(meta.to_record() if isinstance(meta, ModelProvenance) else dict(meta or {})),
                 "name": model_name,
@@ -100,9 +102,11 @@ class LocalFileSystemStorage:
                 "size_bytes": (tmp / WEIGHTS).stat().st_size,
                 "plots": [f"plots/{Path(plot).name}" for plot in plots],
             }
-            (tmp / META).write_text(json.dumps(record, indent=2))
+            durable.write_text(tmp / META, json.dumps(record, indent=2))
+            durable.fsync_dir(tmp)
             try:
                 os.rename(tmp, final)
+                durable.fsync_dir(models)
             except OSError:
                 if os.path.lexists(final):
                     raise AlreadyExists(
@@ -111,7 +115,12 @@ class LocalFileSystemStorage:
                     ) from None
                 raise
         except OSError as exc:
+            if exc.errno in durable.DISK_FULL:
+                reason = durable.disk_full_reason(tmp, exc)
+                raise StorageError(f"cannot publish model {model_name!r}: {reason}") from exc
             raise StorageError(f"cannot publish model {model_name!r} under {self.root}: {exc}") from exc
+        except StorageError as exc:
+            raise StorageError(f"cannot publish model {model_name!r}: {exc}") from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return self.get_model(user_id, model_name)
@@ -193,9 +202,7 @@ class LocalFileSystemStorage:
             )
             os.replace(src_path, final)  # same volume: atomic, file or folder
             meta["exports"] = {**exports, key: str(final.relative_to(folder))}
-            tmp = folder / f".{META}.{uuid.uuid4().hex}"
-            tmp.write_text(json.dumps(meta, indent=2))
-            os.replace(tmp, folder / META)
+            durable.write_text(folder / META, json.dumps(meta, indent=2))
         return final
 
     def predictions_dir(self, user_id: str, request_id: str) -> Path:

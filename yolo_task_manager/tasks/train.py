@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import traceback
 from pathlib import Path
 
 import redis
 
+from yolo_task_manager import durable
 from yolo_task_manager.broker.lease import Lease
 from yolo_task_manager.datasets import inspect_dataset, write_training_data
-from yolo_task_manager.errors import AlreadyExists, InvalidInput, InvalidTransition, NotFound, YoloTaskManagerError
+from yolo_task_manager.errors import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    StorageError,
+    YoloTaskManagerError,
+)
 from yolo_task_manager.ids import resolve_inside
 from yolo_task_manager.model_yaml import check_model_yaml
 from yolo_task_manager.pickles import check_checkpoint
@@ -34,7 +40,7 @@ def execute_run(ctx: WorkerContext, run_id: str, attempt: int) -> str:
         return f"skipped: unknown run {run_id}"
     if run.status is not RunStatus.DISPATCHED or run.attempt != attempt:
         return f"skipped: run is {run.status.value} at attempt {run.attempt}, message is for attempt {attempt}"
-    lease = Lease(ctx.redis, ctx.keys, run_id, ctx.settings.lease_ttl)
+    lease = Lease(ctx.redis, ctx.keys, run_id, ctx.settings.lease_ttl, attempt=attempt)
     if not lease.acquire():
         return "skipped: another worker holds the run's lease"
     try:
@@ -75,7 +81,7 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
     except InvalidInput as exc:
         return Outcome(status=RunStatus.FAILED, reason=f"base model check failed on the worker: {exc}")
     try:
-        # The run folder is on a shared volume: what an earlier attempt left may not be what it wrote.
+        # The run folder is on a shared volume: what an earlier attempt promoted may not be what it wrote.
         for left in (run_dir / "train" / "weights" / "last.pt", run_dir / "train" / "weights" / "best.pt"):
             if left.is_file():
                 check_checkpoint(left)
@@ -88,8 +94,9 @@ def _train(ctx: WorkerContext, run: Run, lease: Lease) -> Outcome:
         model=model,
         data=data,
         torch_device=ctx.torch_device,
-        save_dir=str(run_dir / "train"),
-        silence_limit=ctx.settings.lease_ttl,
+        save_dir=str(run_dir / "train"),  # the published place; the supervisor trains in the attempt's folder
+        silence_limit=ctx.settings.silence_limit,
+        save_wait=ctx.settings.save_wait,
     )
     # Read-only for the child: the dataset's folders, and a model file from outside the run (pretrained/).
     outside = Path(model).is_absolute() and run_dir not in Path(model).parents
@@ -111,10 +118,9 @@ def _base_model(run: Run, pretrained_dir: Path, run_dir: Path, area: Path) -> st
     copy = run_dir / ("base.pt" if source.suffix == ".pt" else f"base{source.suffix}")
     if not copy.is_file():
         try:
-            shutil.copyfile(real, copy.with_name(copy.name + ".tmp"))
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {source} on this worker: {exc.strerror}") from None
-        os.replace(copy.with_name(copy.name + ".tmp"), copy)
+            durable.copy_file(real, copy)
+        except StorageError as exc:
+            raise InvalidInput(f"cannot copy the base model on this worker: {exc}") from None
     if copy.suffix == ".pt":
         check_checkpoint(copy)
     else:

@@ -90,9 +90,13 @@ class TrainingJob:
     """The data.yaml the worker wrote into the run folder."""
     torch_device: str
     save_dir: str
+    """This attempt's own folder (``{run_dir}/attempts/{n}/train``): the worker promotes what it saves."""
     silence_limit: float | None = None
     """Seconds the child trains on without hearing from its worker; then it quits (the worker froze, and
     another attempt may own the run once the lease expires)."""
+    save_wait: float | None = None
+    """Seconds a child that must quit lets a checkpoint save finish first (its files are written by rename, so
+    quitting mid-save leaves no truncated file)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -6,6 +6,8 @@ keeps the lease alive, enforces stop and time limits (then kills the group), and
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import selectors
@@ -19,8 +21,11 @@ from typing import Any
 
 import redis
 
+from yolo_task_manager import durable
 from yolo_task_manager.broker.lease import Lease
+from yolo_task_manager.errors import DatabaseUnavailable, StorageError
 from yolo_task_manager.values import EventType, Run, RunStatus
+from yolo_task_manager.workers.attempts import AttemptFolder
 from yolo_task_manager.workers.children import start_child
 from yolo_task_manager.workers.context import WorkerContext
 from yolo_task_manager.workers.protocol import (
@@ -80,8 +85,9 @@ class TrainingSupervisor:
         self.ctx = ctx
         self.run = run
         self.lease = lease
-        self.job = job
         self.run_dir = run_dir
+        self.folder = AttemptFolder(run_dir, run.attempt)
+        self.job = dataclasses.replace(job, save_dir=str(self.folder.save_dir))
         self._command: ChildCommand = ctx.training_child
         self._clock = clock
         self._control = -1  # the write end of the child's control pipe
@@ -92,17 +98,33 @@ class TrainingSupervisor:
         self._asked: RunStatus | None = None  # why we asked the child to stop: STOPPED, TIMED_OUT, INTERRUPTED
         self._asked_at = 0.0
         self._lease_lost: str | None = None  # why this worker no longer owns the run
+        self._storage_failed: str | None = None  # why promoting the attempt's files failed
 
     def supervise(self) -> Outcome:
-        job_file = self.run_dir / JOB_FILE
-        job_file.write_text(self.job.to_json())
+        """Train the attempt in its own folder, promote what it saves while the lease holds, and say how it
+        ended; the attempt's folder is gone afterwards (what it was worth is promoted)."""
+        try:
+            return self._supervise()
+        finally:
+            if self._lease_lost:
+                log.warning("run %s: attempt %s fenced off (%s): discarding %s", self.run.run_id, self.run.attempt,
+                            self._lease_lost, self.folder.path)  # fmt: skip
+            self.folder.discard()
+
+    def _supervise(self) -> Outcome:
+        try:
+            self.folder.seed()
+            job_file = self.run_dir / JOB_FILE
+            durable.write_text(job_file, self.job.to_json())
+        except StorageError as exc:
+            return Outcome(status=RunStatus.FAILED, reason=f"cannot start the attempt: {exc}")
         read_fd, write_fd = os.pipe()
         control_r, self._control = os.pipe()
         try:
             child = start_child(
                 self._command(job_file, write_fd, control_r), settings=self.ctx.settings,
-                sandboxed=self.ctx.sandboxed, job_dir=self.run_dir, log_path=self.run_dir / "train.log",
-                pass_fds=(write_fd, control_r), read_only=self._inputs, gpu=self.ctx.device != "cpu",
+                sandboxed=self.ctx.sandboxed, job_dir=self.folder.path, log_path=self.run_dir / "train.log",
+                pass_fds=(write_fd, control_r), read_only=(self.run_dir, *self._inputs), gpu=self.ctx.device != "cpu",
             )  # fmt: skip
         except BaseException:
             os.close(self._control)
@@ -117,11 +139,16 @@ class TrainingSupervisor:
             os.close(read_fd)
             child.close()  # also any data-loader process the child left behind
             os.close(self._control)
+            self._control = -1
             # Every metrics event goes out before the run's final status, even across a Redis restart.
             for event in self._outbox:
                 self.ctx.publish(self.run.run_id, self.run.user_id, **event)
             self._outbox.clear()
-        return self._classify(child.returncode, child.memory_exhausted())
+        self._fresh()  # a worker that froze while its child ran finds out here whether the run is still its own
+        outcome = self._classify(child.returncode, child.memory_exhausted())
+        if outcome.status is RunStatus.COMPLETED and outcome.result is not None:
+            return self._promote_result(outcome.result)
+        return outcome
 
     def _loop(self, child: SandboxedProcess, read_fd: int) -> None:
         settings = self.ctx.settings
@@ -151,7 +178,7 @@ class TrainingSupervisor:
                     next_beat = now + settings.heartbeat_interval
                     self._heartbeat()
                     self._flush()
-                    if self._lease_lost:
+                    if self._lease_lost or self._storage_failed:
                         child.kill()
                     elif self._asked is None:
                         self._check_requests(now - started)
@@ -181,16 +208,63 @@ class TrainingSupervisor:
             pass  # Redis is restarting: ask again at the next beat
 
     def _heartbeat(self) -> None:
-        def still_ours() -> bool:
-            run = self.ctx.registry.get_run(self.run.run_id)
-            return run.status is RunStatus.RUNNING and run.attempt == self.run.attempt
-
-        lost = self.lease.heartbeat(still_ours)
+        lost = self.lease.heartbeat(self._still_ours)
         if lost and not self._lease_lost:
             log.error("run %s: %s; abandoning this attempt", self.run.run_id, lost)
             self._lease_lost = lost
-        if not self._lease_lost:
-            keep_alive(self._control)  # a child that stops hearing this quits before another attempt may start
+        # Only while the lease surely outlives the child: one that stops hearing this quits within
+        # silence_limit (+ save_wait), before the lease can expire (Settings.silence_limit).
+        window = self.ctx.settings.keep_alive_window
+        if not self._lease_lost and self._control >= 0 and self._clock() - self.lease.renewed_at < window:
+            keep_alive(self._control)
+
+    def _still_ours(self) -> bool:
+        run = self.ctx.registry.get_run(self.run.run_id)
+        return run.status is RunStatus.RUNNING and run.attempt == self.run.attempt
+
+    def _fresh(self) -> bool:
+        """Whether the lease is still ours, renewing it first if the last renewal is old (this worker may have
+        been frozen: nothing it hears from a child then may reach the run)."""
+        if not self._lease_lost and self._clock() - self.lease.renewed_at >= self.ctx.settings.keep_alive_window:
+            self._heartbeat()
+        return not self._lease_lost
+
+    def _promote(self, extra: tuple[str, ...] = ()) -> bool:
+        """Promote the attempt's saved files if the lease still holds; a refusal ends the attempt."""
+        if self._lease_lost or self._storage_failed:
+            return False
+        try:
+            if self.folder.promote(self.lease.holds, min_left=self.lease.ttl / 4, extra=extra):
+                return True
+        except StorageError as exc:
+            log.error("run %s: %s", self.run.run_id, exc)
+            self._storage_failed = str(exc)
+            return False
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("run %s: checkpoint not promoted, Redis said: %s", self.run.run_id, exc)
+            return False
+        self._heartbeat()  # fenced off, or its lease is about to expire: which one, the heartbeat says
+        return False
+
+    def _promote_result(self, result: TrainingResult) -> Outcome:
+        """Promote a finished attempt's checkpoints (and plots), then point its result at the promoted best."""
+        save_dir = self.folder.save_dir
+        plots = tuple(p.name for p in save_dir.glob("*") if p.suffix in (".png", ".jpg") and p.is_file())
+        beats = int(self.lease.ttl / self.ctx.settings.heartbeat_interval) + 2  # Redis may be restarting
+        for _ in range(beats):
+            if self._promote(plots):
+                best = Path(result.best)
+                if best.is_relative_to(save_dir):
+                    best = self.folder.published / best.relative_to(save_dir)
+                return Outcome(status=RunStatus.COMPLETED, result=dataclasses.replace(result, best=str(best)))
+            if self._lease_lost or self._storage_failed:
+                break
+            time.sleep(self.ctx.settings.heartbeat_interval)
+            self._heartbeat()
+        if self._storage_failed:
+            return Outcome(status=RunStatus.FAILED, reason=f"the training finished, but {self._storage_failed}")
+        reason = self._lease_lost or "the training finished, but its lease could not be confirmed in Redis"
+        return Outcome(status=RunStatus.INTERRUPTED, reason=reason)
 
     def _receive(self, line: bytes) -> None:
         try:
@@ -202,6 +276,9 @@ class TrainingSupervisor:
         self._flush()
 
     def _handle(self, message: Message) -> None:
+        if not self._fresh():
+            log.warning("run %s: dropped %s from a fenced-off attempt", self.run.run_id, type(message).__name__)
+            return
         if isinstance(message, EpochMetrics):
             # Both sides drop an epoch they already have: a resumed child re-sends its checkpoint's epochs,
             # whose events a killed worker may have recorded but never published (or never read).
@@ -210,6 +287,8 @@ class TrainingSupervisor:
             self._outbox.append({"type": EventType.METRICS, "epoch": message.epoch, "epochs": message.epochs,
                                  "metrics": message.metrics})  # fmt: skip
         elif isinstance(message, CheckpointSaved):
+            if not self._promote() and self._lease_lost:
+                return  # fenced off: the checkpoint is not the run's
             self._outbox.append({"type": EventType.CHECKPOINT, "epoch": message.epoch, "epochs": message.epochs})
         elif isinstance(message, LogLine):
             self._outbox.append({"type": EventType.LOG, "reason": message.message})
@@ -219,17 +298,22 @@ class TrainingSupervisor:
             self._error = message
 
     def _flush(self) -> None:
-        """Publish queued events in order; on a Redis outage keep them for the next try."""
+        """Publish queued events in order. Each is stored once (the bus pushes it to Redis when Redis is back);
+        a registry outage keeps the rest for the next try."""
         while self._outbox:
             try:
                 self.ctx.bus.publish(self.run.run_id, self.run.user_id, **self._outbox[0])
-            except redis.exceptions.ConnectionError:
+            except DatabaseUnavailable:
                 return
             self._outbox.pop(0)
+        with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            self.ctx.bus.push()
 
     def _classify(self, code: int | None, out_of_memory: bool) -> Outcome:
         if self._lease_lost:
             return Outcome(status=RunStatus.INTERRUPTED, reason=self._lease_lost)
+        if self._storage_failed:
+            return Outcome(status=RunStatus.FAILED, reason=self._storage_failed)
         if code == EXIT_OK and self._result is not None:
             return Outcome(status=RunStatus.COMPLETED, result=self._result)
         if self._asked is RunStatus.STOPPED:
@@ -240,7 +324,10 @@ class TrainingSupervisor:
             return Outcome(status=RunStatus.INTERRUPTED, reason="worker shut down")
         if self._error is not None:
             prefix = "out of memory: " if self._error.out_of_memory else ""
-            return Outcome(status=RunStatus.FAILED, reason=f"{prefix}{self._error.message}\n{self._error.traceback}")
+            full = any(os.strerror(code) in self._error.message for code in durable.DISK_FULL)
+            where = f" (on the worker: the volume mounted at {durable.mount_point(self.run_dir)})" if full else ""
+            return Outcome(status=RunStatus.FAILED,
+                           reason=f"{prefix}{self._error.message}{where}\n{self._error.traceback}")  # fmt: skip
         if out_of_memory:
             limit = self.ctx.settings.child_memory
             reason = f"out of memory: the training reached its limit (YTM_CHILD_MEMORY={limit} bytes) and was killed"
@@ -259,4 +346,3 @@ class TrainingSupervisor:
             reason=f"training process exited with code {code}; see {self.run_dir / 'train.log'}",
             retryable=True,
         )
-

@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from yolo_task_manager import durable
+from yolo_task_manager.errors import StorageError
 from yolo_task_manager.workers.guards import guard_training
 from yolo_task_manager.workers.offline import configure_ultralytics
 from yolo_task_manager.workers.protocol import (
@@ -41,13 +43,55 @@ class StopRequested(Exception):
 
 
 _SAVING = threading.Lock()
-"""Held while ultralytics writes its checkpoints, so that an orphaned child never exits mid-write."""
+"""Held while ultralytics writes its checkpoints, so that an orphaned child lets a save finish (up to the job's
+``save_wait``; its files are renamed into place, so quitting mid-save truncates nothing)."""
 
 
-def _orphaned() -> None:
-    """The worker closed the control pipe, or stopped speaking: it is gone or frozen. Quit, never mid-save."""
-    with _SAVING:
-        os._exit(EXIT_ORPHANED)
+def _orphaned(save_wait: float | None) -> None:
+    """The worker closed the control pipe, or stopped speaking: it is gone or frozen. Quit, within bounds."""
+    _SAVING.acquire(timeout=-1 if save_wait is None else save_wait)
+    os._exit(EXIT_ORPHANED)
+
+
+class _AtomicPath(type(Path())):  # type: ignore[misc]
+    """A path whose ``write_bytes`` renames a whole fsync'd file into place: ultralytics' ``save_model``
+    writes last.pt and best.pt with it, and a crash or a full disk must not leave them truncated."""
+
+    def write_bytes(self, data: Any) -> int:
+        durable.write_bytes(Path(self), bytes(data))
+        return len(data)
+
+
+def _atomic_strip(strip: Any) -> Any:
+    """ultralytics' ``strip_optimizer``, made to save beside the file and rename (it saves in place)."""
+
+    def strip_optimizer(f: Any = "best.pt", s: str = "", updates: dict[str, Any] | None = None) -> Any:
+        target = Path(s or f)
+        tmp = durable.temp_beside(target)
+        try:
+            out = strip(f, str(tmp), updates)
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            durable.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(durable.disk_full_reason(target, exc) if exc.errno in durable.DISK_FULL
+                               else f"cannot write {target}: {exc.strerror or exc}") from exc  # fmt: skip
+        finally:
+            tmp.unlink(missing_ok=True)
+        return out
+
+    return strip_optimizer
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Any:
+    """Name the file when an in-place append (the epoch log, ultralytics' results.csv) fails."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in durable.DISK_FULL:
+            raise StorageError(durable.disk_full_reason(path, exc)) from exc
+        raise
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:
@@ -136,11 +180,18 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
     configure_ultralytics()
     guard_training(Path(job.save_dir).parent / SCRATCH)
     trainer_module.check_amp = _offline_check_amp
+    trainer_module.strip_optimizer = _atomic_strip(trainer_module.strip_optimizer)
 
     save_dir = Path(job.save_dir)
     last = save_dir / "weights" / "last.pt"
     best = save_dir / "weights" / "best.pt"
     ckpt = resume_checkpoint(last)
+    if ckpt is not None and best.is_file() and int(ckpt["epoch"]) + 1 >= int(ckpt["train_args"]["epochs"]):
+        # Every epoch was trained and promoted, but the attempt ended before ultralytics' final strip (its worker
+        # was lost): ultralytics refuses to resume that, so finish as it would have.
+        ckpt = None
+        for done in (best, last):
+            trainer_module.strip_optimizer(done)
     if last.is_file() and ckpt is None and best.is_file():
         # ultralytics strips last.pt only after the final validation: the training had finished.
         emit(LogLine(message=f"training had finished: publishing {best}"))
@@ -174,7 +225,7 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
             "elapsed": time.time() - started,
         }
         metrics = EpochMetrics(epoch=trainer.epoch + 1, epochs=trainer.epochs, metrics=_floats(values))
-        with open(save_dir / EPOCH_LOG, "a") as log:
+        with _writing(save_dir / EPOCH_LOG), open(save_dir / EPOCH_LOG, "a") as log:
             log.write(encode(metrics))
         emit(metrics)
 
@@ -186,13 +237,18 @@ def train(job: TrainingJob, out: TextIO, stop: threading.Event) -> int:
             raise StopRequested
 
     def on_pretrain_routine_start(trainer: Any) -> None:
-        save_model = trainer.save_model
+        save_model, save_metrics = trainer.save_model, trainer.save_metrics
 
         def save_whole() -> Any:
             with _SAVING:
                 return save_model()
 
-        trainer.save_model = save_whole
+        def save_named(metrics: Any) -> Any:
+            with _writing(trainer.csv):
+                return save_metrics(metrics)
+
+        trainer.save_model, trainer.save_metrics = save_whole, save_named
+        trainer.wdir, trainer.last, trainer.best = map(_AtomicPath, (trainer.wdir, trainer.last, trainer.best))
 
     for name, callback in [
         ("on_train_epoch_end", on_train_epoch_end),
@@ -231,7 +287,7 @@ def main(argv: list[str]) -> int:
     job = TrainingJob.from_json(Path(argv[1]).read_text())
     out = os.fdopen(int(argv[2]), "w", buffering=1)
     stop = threading.Event()
-    watch_control(int(argv[3]), stop.set, _orphaned, silence=job.silence_limit)
+    watch_control(int(argv[3]), stop.set, lambda: _orphaned(job.save_wait), silence=job.silence_limit)
     try:
         return train(job, out, stop)
     except StopRequested:
