@@ -54,8 +54,7 @@ def execute_run(ctx: WorkerContext, run_id: str, attempt: int) -> str:
             log.exception("run %s: the worker failed", run_id)
             tail = "".join(traceback.format_exception(exc)[-4:])
             outcome = Outcome(status=RunStatus.FAILED, reason=f"the worker failed: {type(exc).__name__}: {exc}\n{tail}")
-        _finish(ctx, run, outcome)
-        return outcome.status.value
+        return _finish(ctx, run, outcome).value
     finally:
         try:
             lease.release()
@@ -129,8 +128,9 @@ def _base_model(run: Run, pretrained_dir: Path, run_dir: Path, area: Path) -> st
     return str(copy)
 
 
-def _finish(ctx: WorkerContext, run: Run, outcome: Outcome) -> None:
-    """Apply the outcome as the run's transition; a completed run first publishes its model."""
+def _finish(ctx: WorkerContext, run: Run, outcome: Outcome) -> RunStatus:
+    """Apply the outcome as the run's transition (a completed run first publishes its model); return the state
+    it was applied as (a failure that is retried is ``interrupted``)."""
     model_name: dict[str, str] = {}
     if outcome.status is RunStatus.COMPLETED and outcome.result is not None:
         try:
@@ -146,6 +146,7 @@ def _finish(ctx: WorkerContext, run: Run, outcome: Outcome) -> None:
             ctx.dispatcher.requeue(run.run_id)
     except InvalidTransition as exc:
         log.warning("run %s: outcome %s not applied: %s", run.run_id, outcome.status.value, exc)
+    return status
 
 
 def _counted(ctx: WorkerContext, run: Run, outcome: Outcome) -> tuple[RunStatus, str | None, dict[str, int]]:
