@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ class TrainingSupervisor:
         self._asked: RunStatus | None = None  # why we asked the child to stop: STOPPED, TIMED_OUT, INTERRUPTED
         self._asked_at = 0.0
         self._lease_lost: str | None = None  # why this worker no longer owns the run
+        self._beat_lock = threading.Lock()  # one heartbeat at a time: the beat thread's, or _fresh's
         self._storage_failed: str | None = None  # why promoting the attempt's files failed
 
     def supervise(self) -> Outcome:
@@ -136,9 +138,14 @@ class TrainingSupervisor:
         finally:
             os.close(write_fd)
             os.close(control_r)
+        beating = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(beating,), name=f"ytm-beat-{self.run.run_id}", daemon=True)
+        beat.start()
         try:
             self._loop(child, read_fd)
         finally:
+            beating.set()
+            beat.join()
             os.close(read_fd)
             child.close()  # also any data-loader process the child left behind
             os.close(self._control)
@@ -177,7 +184,6 @@ class TrainingSupervisor:
                 now = self._clock()
                 if now >= next_beat:
                     next_beat = now + settings.heartbeat_interval
-                    self._heartbeat()
                     self._flush()
                     if self._lease_lost or self._storage_failed:
                         child.kill()
@@ -208,16 +214,26 @@ class TrainingSupervisor:
         except redis.exceptions.ConnectionError:
             pass  # Redis is restarting: ask again at the next beat
 
+    def _beat(self, done: threading.Event) -> None:
+        """Renew the lease and keep the child alive from a thread of its own, so that a loop busy with a slow
+        fsync or a locked database does not make the child quit for want of a keep-alive."""
+        while not done.wait(self.ctx.settings.heartbeat_interval):
+            try:
+                self._heartbeat()
+            except Exception:  # noqa: BLE001 - a failed beat sends no keep-alive: the child quits in time
+                log.exception("run %s: heartbeat failed", self.run.run_id)
+
     def _heartbeat(self) -> None:
-        lost = self.lease.heartbeat(self._still_ours)
-        if lost and not self._lease_lost:
-            log.error("run %s: %s; abandoning this attempt", self.run.run_id, lost)
-            self._lease_lost = lost
-        # Only while the lease surely outlives the child: one that stops hearing this quits within
-        # silence_limit (+ save_wait), before the lease can expire (Settings.silence_limit).
-        window = self.ctx.settings.keep_alive_window
-        if not self._lease_lost and self._control >= 0 and self._clock() - self.lease.renewed_at < window:
-            keep_alive(self._control)
+        with self._beat_lock:
+            lost = self.lease.heartbeat(self._still_ours)
+            if lost and not self._lease_lost:
+                log.error("run %s: %s; abandoning this attempt", self.run.run_id, lost)
+                self._lease_lost = lost
+            # Only while the lease surely outlives the child: one that stops hearing this quits within
+            # silence_limit (+ save_wait), before the lease can expire (Settings.silence_limit).
+            window = self.ctx.settings.keep_alive_window
+            if not self._lease_lost and self._control >= 0 and self._clock() - self.lease.renewed_at < window:
+                keep_alive(self._control)
 
     def _still_ours(self) -> bool:
         run = self.ctx.registry.get_run(self.run.run_id)
