@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import redis
 
 from tests.faults import sim_trainer
+from tests.integration.conftest import wait_for
 from yolo_task_manager import RunStatus, Settings, YoloTaskManager
 from yolo_task_manager.broker.embedded import find_redis_server, free_port
 from yolo_task_manager.broker.keys import Keys
@@ -38,18 +39,6 @@ from yolo_task_manager.values import Event, EventType
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CHILD = "yolo_task_manager.workers.train_child"
 LAUNCHER = "tests.faults.launcher"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
-    """``predicate()``'s first truthy value, polled until ``timeout`` seconds have passed (then fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
 
 
 # ---------------------------------------------------------------------------- Redis

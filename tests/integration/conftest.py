@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -177,7 +178,8 @@ def is_resumable(last: Path) -> bool:
     return out.stdout.strip().splitlines()[-1:] == ["True"]
 
 
-def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, what: str = "condition", poll: float = 0.1) -> Any:
+    """``predicate()``'s first truthy value, polled until ``timeout`` seconds have passed (then fail)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -185,7 +187,7 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):  # typ
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(poll)
 
 
 class Followed:
